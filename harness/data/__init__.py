@@ -1,6 +1,8 @@
 """Canonical content, eval prompts, the six format renderers, validation and contamination checks."""
 
 from harness.data.constraints import CONSTRAINT_KINDS, Constraint
+from harness.data.context import DatasetContext, EvalSet, Failure, RuleResult, load_canonical, load_eval, load_manifest
+from harness.data.render import FORMAT_SHAPE, RENDERERS, compact_answer, render_all, render_example, render_records
 from harness.data.schema import (
     DOMAINS,
     EVAL_CATEGORIES,
@@ -11,6 +13,7 @@ from harness.data.schema import (
     Exchange,
     Message,
 )
+from harness.data.validate import RULES, Rule, ValidationReport, validate
 
 __all__ = [
     "CONSTRAINT_KINDS",
@@ -18,9 +21,26 @@ __all__ = [
     "DOMAINS",
     "EVAL_CATEGORIES",
     "FORMATS",
+    "FORMAT_SHAPE",
+    "RENDERERS",
+    "RULES",
     "CanonicalExample",
+    "DatasetContext",
     "DatasetManifest",
     "EvalPrompt",
+    "EvalSet",
     "Exchange",
+    "Failure",
     "Message",
+    "Rule",
+    "RuleResult",
+    "ValidationReport",
+    "compact_answer",
+    "load_canonical",
+    "load_eval",
+    "load_manifest",
+    "render_all",
+    "render_example",
+    "render_records",
+    "validate",
 ]
