@@ -2,21 +2,26 @@
 
 Each entry recomputes an answer from the problem's own numbers or, for logic
 puzzles, by brute force over every possible assignment, without reusing the
-written solution. Keys are ``"<example id>#<exchange index>"`` (0-based) for
-``pilot_reasoning.jsonl`` / ``mixture_reasoning.jsonl`` and ``"<eval id>#0"`` for
-``data/eval/parts/reasoning.jsonl``. A check returns a number, to be compared
-with ``float(final_answer.value)`` within the constraint's ``tolerance``
-(rounded results are rounded to the precision the answer states), or a string,
-to be compared with ``final_answer.value``. Stdlib only; importing runs nothing.
+written solution. Keys are ``"<example id>#<exchange index>"`` (0-based) for the
+reasoning examples of ``phase9_pilot_300.jsonl`` / ``bilawal_smol_magpie_v1.jsonl``
+and ``"<eval id>#0"`` for the reasoning prompts of ``data/eval/phase9_eval_153.jsonl``.
+A check returns a number, to be compared with ``float(final_answer.value)`` within
+the constraint's ``tolerance`` (rounded results are rounded to the precision the
+answer states), or a string, to be compared with ``final_answer.value``. Stdlib
+only; importing runs nothing. ``python data/canonical/reasoning_checks.py`` runs
+every check against those files and exits 1 on a mismatch or an unchecked item.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from fractions import Fraction
 from itertools import permutations, product
-from math import ceil, comb
+from math import ceil, comb, isclose
+from pathlib import Path
 
-__all__ = ["CHECKS", "EVAL_CHECKS"]
+__all__ = ["CHECKS", "EVAL_CHECKS", "run"]
 
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -264,7 +269,8 @@ CHECKS = {
 
 EVAL_CHECKS = {
     "eval-reasoning-001#0": lambda: 20 / 4 * 3,
-    "eval-reasoning-002#0": lambda: [n for n, k in _only(_knights(("Gus", "Hal"), {
+    # The constraint asks for the stated conclusion ("<name> is the knight"), not a bare mention of the name.
+    "eval-reasoning-002#0": lambda: [f"{n} is the knight" for n, k in _only(_knights(("Gus", "Hal"), {
         "Gus": lambda w: not w["Gus"] and not w["Hal"], "Hal": lambda w: w["Hal"]}), "eval-002").items() if k][0],
     "eval-reasoning-003#0": lambda: _only(_orders(("red", "blue", "green", "yellow"), lambda p: (
         p["green"] == 3 and p["yellow"] == p["red"] - 1 and p["red"] < p["blue"])), "eval-003").index("blue") + 1,
@@ -286,3 +292,45 @@ EVAL_CHECKS = {
                                                     "sauce": (15, ()), "mix": (3, ("pasta", "sauce"))}),
     "eval-reasoning-017#0": lambda: _seatings(("Ike", "Jo", "K", "L", "M"), lambda p, n: abs(p["Ike"] - p["Jo"]) == 1),
 }
+
+
+def _agrees(got, fa: dict) -> bool:
+    """Whether a check's result matches a final_answer constraint (value or alias; numbers within tolerance)."""
+    if isinstance(got, str):
+        return got.casefold() in {v.casefold() for v in [fa["value"], *fa.get("aliases", [])]}
+    want = float(fa["value"].strip().rstrip("%").lstrip("$\u00a3\u20ac"))
+    return isclose(float(got), want, abs_tol=max(fa.get("tolerance", 0.0), 1e-9))
+
+
+def run(root: Path = Path(__file__).resolve().parents[2]) -> list[str]:
+    """Every problem found: a check that disagrees with its constraint, or a reasoning item with no check."""
+    canonical, evals = {}, {}
+    for name in ("phase9_pilot_300.jsonl", "bilawal_smol_magpie_v1.jsonl"):
+        for line in (root / "data" / "canonical" / name).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            canonical.setdefault(row["id"], row)
+    for line in (root / "data" / "eval" / "phase9_eval_153.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        evals[row["id"]] = row
+    wanted = {f"{i}#{k}": e["constraints"] for i, r in canonical.items() if r["domain"] == "reasoning"
+              for k, e in enumerate(r["exchanges"])}
+    wanted.update({f"{i}#0": r["constraints"] for i, r in evals.items() if r["category"] == "reasoning"})
+    problems = [f"{key}: no check" for key in sorted(set(wanted) - set(CHECKS) - set(EVAL_CHECKS))]
+    for key, fn in {**CHECKS, **EVAL_CHECKS}.items():
+        if key not in wanted:
+            problems.append(f"{key}: check for an item that does not exist")
+            continue
+        fas = [c for c in wanted[key] if c["kind"] == "final_answer"]
+        if len(fas) != 1:
+            problems.append(f"{key}: expected one final_answer constraint, found {len(fas)}")
+            continue
+        got = fn()
+        if not _agrees(got, fas[0]):
+            problems.append(f"{key}: check gives {got!r}, constraint says {fas[0]['value']!r}")
+    return problems
+
+
+if __name__ == "__main__":
+    found = run()
+    print("\n".join(found) or f"all {len(CHECKS) + len(EVAL_CHECKS)} reasoning checks agree")
+    sys.exit(1 if found else 0)
