@@ -428,7 +428,8 @@ def parse_pairwise(text: str) -> tuple[PairwiseAnswer, str]:
         if not m:
             raise first from None
         label = m.group(1) or m.group(2)
-        return PairwiseAnswer(reason=text.strip()[:500], winner=label.upper() if label.lower() != "tie" else "tie"), "tag"
+        winner = "tie" if label.lower() == "tie" else label.upper()
+        return PairwiseAnswer(reason=text.strip()[:500], winner=winner), "tag"
     try:
         return PairwiseAnswer.model_validate(obj), how
     except ValidationError as exc:
