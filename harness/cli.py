@@ -24,6 +24,8 @@ __all__ = ["SUBCOMMANDS", "build_parser", "exit_code_for", "main"]
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("render", "harness.data.render"),
     ("validate", "harness.data.validate"),
+    ("report", "harness.report.cli"),
+    ("verdicts", "harness.verdicts"),
 ]
 
 

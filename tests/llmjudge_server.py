@@ -213,12 +213,27 @@ class _Handler(BaseHTTPRequestHandler):
             srv.state.log.append(entry)
             srv.state.in_flight += 1
             srv.state.max_in_flight = max(srv.state.max_in_flight, srv.state.in_flight)
+        self._in_flight = True
         try:
             self._respond(srv, body, step, auth_ok, rf)
         finally:
+            self._leave()
             with srv.lock:
-                srv.state.in_flight -= 1
                 entry.t_end = time.monotonic()
+
+    def _leave(self) -> None:
+        """Count this request as finished, once: just before its response goes out (see send_response)."""
+        if getattr(self, "_in_flight", False):
+            self._in_flight = False
+            with self.owner.lock:
+                self.owner.state.in_flight -= 1
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Leave before the first response byte: a client thread can only send its next request after
+        # reading this response, so counting the request as done any later would let the counter see
+        # that next request overlap this handler's tail and over-count concurrency.
+        self._leave()
+        super().send_response(code, message)
 
     def _respond(self, srv: ScriptedChatServer, body: dict[str, Any], step: str, auth_ok: bool, rf: str | None) -> None:
         if self.path.rstrip("/") != "/v1/chat/completions":

@@ -1,0 +1,35 @@
+"""H2 - the smol-magpie-ultra advantage is partly format, not merely content.
+
+Claim (stated before any data): multi_turn_concise beats alpaca_flat on judge overall when both are
+rendered from the same content.
+
+Arms: the multi_turn_concise and alpaca_flat quality adapters of one canonical content.
+Metric: per-prompt judge overall (1-5); difference concise - alpaca_flat.
+Direction: difference > 0.
+Test: paired over eval prompts scored in both arms: two-sided sign-flip permutation test and a 95%
+paired bootstrap interval stratified by category (Wilcoxon zsplit as a robustness check).
+Smallest effect: stats.smallest_effect judge points (0.25), on the point estimate.
+Decision: the common rule below with one component.
+
+Common to H1-H7 (harness.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
+(training seeds averaged per prompt first); Holm across the fixed family H1-H7 at stats.alpha (0.05),
+hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
+component on the claimed side with its 95% interval excluding the null and its point estimate at or
+above the smallest effect of interest; REJECTED needs the binding component significantly on the other
+side; anything else is INCONCLUSIVE with its reason (not significant is never REJECTED). A judge that
+scored < stats.min_judge_coverage of the prompts (or, for pairwise claims, was position-inconsistent)
+caps the verdict at INCONCLUSIVE.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+CLAIM = "multi_turn_concise beats alpaca_flat on judge overall when both are rendered from the same content."
+
+
+@pytest.mark.hypothesis(id="H2", claim=CLAIM)
+def test_h2_concise_beats_alpaca_on_same_content(hypothesis_data, record_verdict):
+    """Concise minus alpaca_flat on the same content, paired over prompts."""
+    data = hypothesis_data("H2")
+    record_verdict(data.verdict())

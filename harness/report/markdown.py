@@ -1,0 +1,55 @@
+"""The Markdown report, rendered from the shared context with ``templates/report.md.jinja``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+__all__ = ["render_markdown", "md_cell", "fence"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def md_cell(value: Any) -> str:
+    """Text safe inside a Markdown table cell or list item: pipes escaped, line breaks as <br>."""
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+def fence(value: Any) -> str:
+    """Text safe inside a ``` fence: a run of three backticks in model output would close it early."""
+    return ("" if value is None else str(value)).replace("```", "`\u200b``")
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=False,  # Markdown: cells are escaped by the `md` filter instead
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["md"] = md_cell
+    env.filters["fence"] = fence
+    return env
+
+
+def render_markdown(context: dict[str, Any]) -> str:
+    """The report as Markdown; images are referenced by the file names in ``context['images']``."""
+    text = _environment().get_template("report.md.jinja").render(**context)
+    # Collapse the blank-line runs the template's control blocks leave behind.
+    # Model output inside ``` fences is left exactly as it is.
+    lines, blank, in_fence = [], 0, False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        if in_fence and not line.startswith("```"):
+            lines.append(line)
+            continue
+        blank = blank + 1 if not line.strip() else 0
+        if blank <= 1:
+            lines.append(line.rstrip())
+    return "\n".join(lines).strip() + "\n"
