@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -m "not slow and not gpu and not api" tests experiments/test_dataset.py $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -m "not slow and not gpu and not api" tests experiments/test_dataset.py experiments/test_dataset_content.py $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow tests $(PYTEST_ARGS)

@@ -153,9 +153,10 @@ def test_live_run_builds_only_what_the_selected_hypothesis_needs(experiments, fa
     config = ROOT / "experiments" / "configs" / "format_ablation_cpu.yaml"
     result = experiments.runpytest("-v", "-k", "H2", "--experiment", str(config), "--report-dir", str(tmp_path))
     result.assert_outcomes(passed=1, deselected=6)
-    assert fake_pipeline.calls == [(["multi_turn_concise", "alpaca_flat"], False)]
+    # the base is always reported (pairwise, KL and drift are measured against it)
+    assert fake_pipeline.calls == [(["multi_turn_concise", "alpaca_flat"], True)]
     written = load_results(tmp_path / "results.json")
-    assert sorted(m.name for m in written.models) == ["alpaca_flat", "multi_turn_concise"]
+    assert sorted(m.name for m in written.models) == ["alpaca_flat", "base", "multi_turn_concise"]
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     from harness.config import load_experiment
 
