@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.harness-installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup test test-slow experiment dataset-gate benchmark clean-cache
 
@@ -37,7 +38,7 @@ dataset-gate: $(STAMP)
 	$(PY) -m pytest experiments -m dataset $(PYTEST_ARGS)
 
 benchmark: $(STAMP)
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean-cache:
 	rm -rf .cache/harness

@@ -12,9 +12,15 @@ logits by less than its tolerance and flips no greedy token).
 
 Names: the base model is ``base``; an adapter is ``<arm>@s<seed>``.
 
-Parallel runs: under pytest-xdist with several CUDA devices, worker ``gwN`` uses
-``cuda:N % count`` (see :func:`worker_device`); the cache's file locks make sure
-two workers asking for the same arm train it once.
+Parallel runs (pytest-xdist): every worker asks for the same arms, but each starts at a
+different point of the list and *claims* an arm (a non-blocking file lock) before working on it;
+an arm another worker has claimed is put off until the worker has nothing else to do, and by
+then it is served from the cache (or the worker waits on the cache's locks, never redoing
+work). So ``-n N`` trains, generates and judges different arms at once, each arm once. With
+several CUDA devices worker ``gwN`` uses ``cuda:N % count`` (:func:`worker_device`); on the CPU
+each worker gets ``cores // N`` threads unless ``OMP_NUM_THREADS`` says otherwise
+(:func:`worker_threads`). Adapters are trained before the base model is generated, so no
+worker waits for the base before it can start training.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ __all__ = [
     "load_eval_prompts",
     "model_name",
     "worker_device",
+    "worker_threads",
+    "xdist_worker",
 ]
 
 BASE_NAME = "base"
@@ -82,10 +90,22 @@ def load_eval_prompts(cfg: ExperimentConfig) -> list[EvalPrompt]:
     return load_heldout_prompts(cfg.path(cfg.eval.prompts), cfg.eval.limit)
 
 
+def xdist_worker() -> tuple[int, int]:
+    """``(index, count)`` of this pytest-xdist worker (``gw<index>`` of ``count``); ``(0, 1)`` outside xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    except ValueError:
+        count = 1
+    if not worker.startswith("gw") or not worker[2:].isdigit() or count < 2:
+        return 0, 1
+    return int(worker[2:]) % count, count
+
+
 def worker_device(cfg: ExperimentConfig) -> str | None:
     """``cuda:N`` for pytest-xdist worker ``gwN`` when several CUDA devices exist and the device is 'auto'."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if cfg.model.device != "auto" or not worker.startswith("gw"):
+    if cfg.model.device != "auto" or not worker.startswith("gw") or not worker[2:].isdigit():
         return None
     import torch
 
@@ -93,6 +113,18 @@ def worker_device(cfg: ExperimentConfig) -> str | None:
     if count < 2:
         return None
     return f"cuda:{int(worker[2:]) % count}"
+
+
+def worker_threads(device: str) -> int | None:
+    """CPU threads for one of N pytest-xdist workers (``cores // N``, at least 1), or None to leave torch alone.
+
+    N workers with torch's default of one thread per core would oversubscribe the cores N times over.
+    ``OMP_NUM_THREADS`` in the environment, or a non-CPU device, leaves it alone.
+    """
+    _, count = xdist_worker()
+    if count < 2 or device != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, (os.cpu_count() or 1) // count)
 
 
 @dataclass
@@ -119,6 +151,14 @@ class Pipeline:
         device = worker_device(cfg)
         if device is not None:
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"device": device})})
+        else:
+            from harness.precision import resolve_device
+
+            threads = worker_threads(resolve_device(cfg.model.device).type)
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
         self.cfg = cfg
         self.cache = cache or Cache(cfg.path(cfg.cache_dir))
         self.progress = progress
@@ -237,7 +277,6 @@ class Pipeline:
         from harness.generate import cached_generate, generation_key, maybe_merge, prompts_hash
         from harness.train import load_adapter, train_arm
 
-        base = self.base_run()
         t0 = time.perf_counter()
         trained = train_arm(self.cfg, arm, seed, cache=self.cache, progress=self.progress)
         if trained.built:
@@ -258,7 +297,7 @@ class Pipeline:
                 model, loaded = peft()
                 return model, None, loaded.tokenizer  # base logits: the same weights, adapter disabled
 
-            run.kl = cached_kl_from_base(self.cache, run.model_key, base.model_key, get_models, self.prompts,
+            run.kl = cached_kl_from_base(self.cache, run.model_key, self.base_key(), get_models, self.prompts,
                                          self.cfg.eval, progress=self.progress,
                                          n_resamples=self.cfg.stats.bootstrap_resamples,
                                          bootstrap_seed=self.cfg.stats.seed)
@@ -275,9 +314,56 @@ class Pipeline:
         run.generations = cached_generate(self.cache, run.model_key, name, get_model, self.prompts,
                                           self.cfg.eval, progress=self.progress)
         run.judgments = self._judgments(run)
-        run.pairwise = self._pairwise(run, base)
+        # the base last: pairwise needs its judgments, nothing before this does (so training never waits for it)
+        run.pairwise = self._pairwise(run, self.base_run())
         self._runs[name] = run
         return run
+
+    def _claim(self, arm: ArmConfig, seed: int):
+        """A non-blocking claim on one adapter's whole chain (train, KL, generate, judge), or None if taken.
+
+        Only a scheduling hint between pytest-xdist workers: correctness (each artifact built once,
+        never half-read) comes from the cache's own locks, which a worker that skipped a claimed arm
+        waits on when it comes back to it.
+        """
+        from filelock import Timeout
+
+        from harness.train import adapter_key
+
+        key = cache_key("claim", adapter_key(self.cfg, arm, seed), self.cfg.eval.model_dump(), self.cfg.judge.kind)
+        lock = self.cache.lock("claims", key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return None
+        return lock
+
+    def materialise(self, names: Sequence[str]) -> list[ModelRun]:
+        """Every adapter of ``names`` (every seed), sharing the work with other pytest-xdist workers.
+
+        Worker ``i`` of ``n`` starts ``i/n`` of the way into the list and skips adapters another
+        worker has claimed, coming back to them at the end (by then cached, or waited for).
+        """
+        items = [(self.cfg.arm(n), seed) for n in names for seed in self.cfg.train.seeds]
+        index, count = xdist_worker()
+        start = index * len(items) // count
+        deferred = []
+        for arm, seed in items[start:] + items[:start]:
+            if model_name(arm.name, seed) in self._runs:
+                continue
+            claim = self._claim(arm, seed) if count > 1 else None
+            if count > 1 and claim is None:
+                _say(f"{model_name(arm.name, seed)}: another worker has it; coming back to it later")
+                deferred.append((arm, seed))
+                continue
+            try:
+                self._adapter_run(arm, seed)
+            finally:
+                if claim is not None:
+                    claim.release()
+        for arm, seed in deferred:
+            self._adapter_run(arm, seed)
+        return [self._runs[model_name(arm.name, seed)] for arm, seed in items]
 
     # -- results ---------------------------------------------------------------------------------------
     def results(self, arms: Sequence[str] | None = None) -> Results:
@@ -285,8 +371,8 @@ class Pipeline:
         names = list(arms) if arms is not None else [a.name for a in self.cfg.arms]
         for n in names:
             self.cfg.arm(n)  # unknown arm: ConfigError naming the arms
+        runs = self.materialise(names)
         base = self.base_run()
-        runs = [r for n in names for r in self.arm_runs(n)]
         from harness.metrics import aggregate_metrics, output_metrics
 
         by_id = {p.id: p for p in self.prompts}

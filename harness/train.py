@@ -38,7 +38,7 @@ import torch
 from harness.cache import META_NAME, Cache, cache_key
 from harness.config import ArmConfig, ExperimentConfig
 from harness.errors import CacheError, ConfigError, MissingFileError
-from harness.models.fit import fit_adapter
+from harness.models.fit import fit_adapter, resolve_checkpointing
 from harness.models.heldout import heldout_loss
 from harness.models.roles import ADAPTER_KINDS, role_suffixes
 from harness.models.sft_data import load_heldout_prompts, load_sft_dataset
@@ -123,6 +123,8 @@ def adapter_key_material(cfg: ExperimentConfig, arm: ArmConfig, seed: int) -> di
 
     train = cfg.train.model_dump(exclude={"seeds", "heldout"})
     train["precision"] = resolve_precision(cfg.train.precision, device)
+    # resolved, so 'auto' and the explicit value it stands for share one cache entry
+    train["activation_checkpointing"] = resolve_checkpointing(cfg.train.activation_checkpointing, device.type)
     return {
         "what": "lora-adapter",
         "code_version": TRAIN_CODE_VERSION,

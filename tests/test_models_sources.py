@@ -195,3 +195,21 @@ def test_missing_wheel_says_what_to_install(monkeypatch):
         locate_packaged("smollm2-135m-instruct")
     with pytest.raises(ModelSourceError, match="known: \\['smollm2-135m-instruct'\\]"):
         locate_packaged("gpt-5")
+
+
+def test_find_converted_trusts_only_a_complete_entry_whose_key_matches(tmp_path):
+    """The dataset gate reads the tokenizer from the converted copy only when the cache key matches."""
+    from harness.cache import Cache, cache_key
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF not really")
+    cache = Cache(tmp_path / "cache")
+    assert packaged_mod.find_converted(gguf, cache) is None  # empty cache: never converts
+
+    key = cache_key(packaged_mod._convert_material(gguf))
+    path, _, built = cache.get_dir("models", key, lambda tmp: (tmp / "tokenizer.json").write_text("{}") and {})
+    assert built and packaged_mod.find_converted(gguf, cache) == path
+
+    gguf.write_bytes(b"GGUF, other bytes")  # a different model file: the old copy is not its copy
+    packaged_mod._HASHES.clear()
+    assert packaged_mod.find_converted(gguf, cache) is None

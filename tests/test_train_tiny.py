@@ -268,6 +268,9 @@ def test_one_data_line_or_one_hyperparameter_is_a_miss(make_cfg, tmp_path):
     assert adapter_key(make_cfg("llama", train={"max_steps": 2, "seeds": [42, 7]}), arm, 42) == key
     assert adapter_key(make_cfg("llama", train={"max_steps": 2, "heldout": "other.jsonl"}), arm, 42) == key
     assert adapter_key(cfg, arm.model_copy(update={"name": "renamed"}), 42) == key
+    # activation checkpointing: 'auto' is keyed as what it resolves to (on, on this CPU)
+    assert adapter_key(make_cfg("llama", train={"max_steps": 2, "activation_checkpointing": True}), arm, 42) == key
+    assert adapter_key(make_cfg("llama", train={"max_steps": 2, "activation_checkpointing": False}), arm, 42) != key
 
     cache = Cache(tmp_path / "cache")
     assert train_arm(cfg, arm, 42, cache=cache, progress=False).built
@@ -326,3 +329,19 @@ def test_bad_training_data_names_file_and_line(make_cfg, tmp_path):
     _write_jsonl(tmp_path / "chat.jsonl", [{"id": "x", "messages": [{"role": "user", "content": "hi"}]}])
     with pytest.raises(DataError, match=r"chat\.jsonl:1: sft-messages: no assistant turn"):
         load_sft_dataset(tmp_path / "chat.jsonl")
+
+
+def test_checkpointing_auto_is_on_for_a_cpu_only_and_reaches_the_trainer(make_cfg):
+    from harness.models.fit import resolve_checkpointing
+
+    assert resolve_checkpointing("auto", "cpu") is True
+    assert resolve_checkpointing("auto", "cuda") is False
+    assert resolve_checkpointing(False, "cpu") is False and resolve_checkpointing(True, "cuda") is True
+    for setting in (True, False):
+        cfg = make_cfg("llama", train={"max_steps": 1, "activation_checkpointing": setting})
+        dataset, kind = load_sft_dataset(cfg.path(cfg.arm("chat").dataset))
+        model, metrics = fit_adapter(load_base(cfg.model), dataset, kind, cfg, cfg.arm("chat"), 42, progress=False)
+        assert metrics["activation_checkpointing"] is setting
+        inner = model.base_model.model
+        assert getattr(inner, "is_activation_checkpointing", None) is setting \
+            or getattr(inner, "is_gradient_checkpointing") is setting

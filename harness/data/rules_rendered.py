@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -235,15 +236,19 @@ def hf_token_counter(tokenizer: Any) -> Callable[[dict], int]:
     return count
 
 
+@lru_cache(maxsize=8)
 def load_token_counter(source: str) -> Callable[[dict], int]:
-    """A token counter for the tokenizer of model ``source``; never loads weights.
+    """A token counter for the tokenizer of model ``source``; never loads weights (memoised per source).
 
-    A packaged GGUF model's tokenizer is read straight from the GGUF's metadata
-    (about 3 s), not through :func:`harness.models.load_tokenizer`, which would
-    de-quantize and convert the whole model first.
+    A packaged GGUF model's tokenizer comes from its converted copy when the default cache
+    holds one (``tokenizer.json``, a fraction of a second), else straight from the GGUF's
+    metadata (about 3 s); never through :func:`harness.models.load_tokenizer`, which would
+    de-quantize and convert the whole model first. Both give the same tokenizer: the copy is
+    that tokenizer saved.
     """
     try:
         from harness.models import load_tokenizer, locate_packaged, parse_source
+        from harness.models.packaged import default_cache, find_converted
     except ImportError as exc:
         raise ModelSourceError(f"tokenizer={source!r}: harness.models.load_tokenizer is not available ({exc})") from None
     spec = parse_source(source)
@@ -252,6 +257,9 @@ def load_token_counter(source: str) -> Callable[[dict], int]:
 
         gguf = locate_packaged(spec.name)
         try:
+            converted = find_converted(gguf, default_cache())
+            if converted is not None:
+                return hf_token_counter(AutoTokenizer.from_pretrained(str(converted)))
             return hf_token_counter(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name))
         except (OSError, ValueError) as exc:
             raise ModelSourceError(f"tokenizer={source!r}: cannot read the tokenizer from {gguf}: {exc}") from None

@@ -21,7 +21,7 @@ from harness.models.sources import LoadedModel
 from harness.models.templates import training_chat_template
 from harness.precision import resolve_precision
 
-__all__ = ["fit_adapter"]
+__all__ = ["fit_adapter", "resolve_checkpointing"]
 
 
 class _Counter:
@@ -95,13 +95,25 @@ def _progress_callback(label: str, enabled: bool):
     return _Progress()
 
 
-def _no_checkpointing(config_cls) -> dict[str, bool]:
-    # measured 18 % slower per step on the CPU and memory is not the limit at this size; transformers 5
-    # renamed the option (the old name warns), older releases only know the old one
+def resolve_checkpointing(setting: bool | str, device_type: str) -> bool:
+    """``train.activation_checkpointing`` as a bool: 'auto' is on for a CPU, off elsewhere.
+
+    On this project's 2-core CPU, recomputing activations was *faster* (benchmarks/bench.py: 1.07x on
+    alpaca_flat, 1.17-1.27x on multi_turn_concise, 1.21x on multi_turn_verbose; CPU/wall rose from
+    about 1.65 to 1.9, i.e. the stored activations made the step memory-bound). On a GPU a model this
+    small has memory to spare and recomputation is pure cost, so 'auto' leaves it off there.
+    """
+    if setting == "auto":
+        return device_type == "cpu"
+    return bool(setting)
+
+
+def _checkpointing(config_cls, enabled: bool) -> dict[str, bool | None]:
+    # transformers 5 renamed the option (the old name warns); older releases only know the old one
     fields = getattr(config_cls, "__dataclass_fields__", {})
     if "activation_checkpointing" in fields:
-        return {"activation_checkpointing": False, "gradient_checkpointing": None}
-    return {"gradient_checkpointing": False}
+        return {"activation_checkpointing": enabled, "gradient_checkpointing": None}
+    return {"gradient_checkpointing": enabled}
 
 
 def fit_adapter(
@@ -127,6 +139,7 @@ def fit_adapter(
 
     t = cfg.train
     precision = resolve_precision(t.precision, base.device)
+    checkpointing = resolve_checkpointing(t.activation_checkpointing, base.device.type)
     tokenizer = base.tokenizer
     if kind == "chat":
         # byte-identical to the stock template, plus the markers assistant-only loss needs
@@ -157,7 +170,7 @@ def fit_adapter(
             completion_only_loss=True if kind == "flat" else None,
             bf16=precision == "bf16",
             use_cpu=base.device.type == "cpu",
-            **_no_checkpointing(SFTConfig),
+            **_checkpointing(SFTConfig, checkpointing),
             logging_steps=1,
             save_strategy="no",
             report_to="none",
@@ -221,6 +234,7 @@ def fit_adapter(
         "examples_used": used,  # TRL drops examples left with no supervised token after truncation
         "examples_at_max_length": at_max,
         "precision": precision,
+        "activation_checkpointing": checkpointing,
         "target_modules": targets,
         "loss_on": "assistant" if kind == "chat" else "completion",
     }

@@ -33,6 +33,7 @@ __all__ = [
     "locate_packaged",
     "file_sha256",
     "convert_gguf",
+    "find_converted",
     "default_cache",
     "GGUF_CONVERT_VERSION",
 ]
@@ -117,6 +118,22 @@ def _transformers_version() -> str:
     return importlib.metadata.version("transformers")
 
 
+def _convert_material(gguf_path: Path) -> dict[str, Any]:
+    """What the converted copy depends on: the GGUF's bytes, the converter's version and transformers'."""
+    return {
+        "what": "gguf-to-transformers",
+        "version": GGUF_CONVERT_VERSION,
+        "gguf_sha256": file_sha256(gguf_path),
+        "transformers": _transformers_version(),
+    }
+
+
+def find_converted(gguf_path: Path, cache: Cache) -> Path | None:
+    """The complete converted copy of ``gguf_path`` in ``cache`` whose key matches, else None; never converts."""
+    key = cache_key(_convert_material(Path(gguf_path)))
+    return cache.entry_dir("models", key) if cache.read_dir_meta("models", key) is not None else None
+
+
 def convert_gguf(gguf_path: Path, cache: Cache, *, progress: bool = True) -> tuple[Path, dict[str, Any]]:
     """Return ``(directory, meta)`` of the transformers copy of ``gguf_path``, converting it once into ``cache``.
 
@@ -124,13 +141,8 @@ def convert_gguf(gguf_path: Path, cache: Cache, *, progress: bool = True) -> tup
     ``meta`` records the GGUF hash and the conversion time.
     """
     gguf_path = Path(gguf_path)
-    sha = file_sha256(gguf_path)
-    material = {
-        "what": "gguf-to-transformers",
-        "version": GGUF_CONVERT_VERSION,
-        "gguf_sha256": sha,
-        "transformers": _transformers_version(),
-    }
+    material = _convert_material(gguf_path)
+    sha = material["gguf_sha256"]
     key = cache_key(material)
 
     def build(tmp: Path) -> dict[str, Any]:

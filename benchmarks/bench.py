@@ -1,0 +1,370 @@
+"""The harness's benchmark: three side-by-side measurements in one run, each printed as a ratio.
+
+(a) Training tokens per second: the harness's :func:`harness.models.fit.fit_adapter` (bf16 weights on an
+    avx512_bf16 CPU, no activation checkpointing, Adafactor) against a plain TRL ``SFTTrainer`` call with
+    default settings, on the same rendered data, the same LoRA adapter, batch size and step count.
+    The plain call sets only what a run needs (``output_dir``, ``max_steps``, the batch size, and on a
+    machine without a GPU ``use_cpu=True``, without which TRL's default ``bf16=True`` raises); the model
+    is the converted copy loaded with ``AutoModelForCausalLM.from_pretrained`` defaults. Both runs are
+    counted by the same instrumentation: non-padding tokens of every micro-batch the optimizer consumed,
+    over the wall seconds of ``trainer.train()``; also seconds per step without the first (warm-up) step.
+(b) Generation tokens per second: :func:`harness.generate.generate` at the experiment's batch size against a
+    one-prompt-at-a-time ``model.generate`` loop, same prompts and sampling settings (reply tokens, end
+    token excluded). ``benchmarks/generation_throughput.py`` breaks this down further (batch sizes, merges).
+(c) Wall time of the whole default experiment (``pytest experiments`` on
+    ``experiments/configs/format_ablation_cpu.yaml``) cold, into an empty cache (first model conversion
+    included), and warm, rerun on the cache it filled: the whole ``pytest experiments``, the hypothesis
+    tests alone, and ``-k H4``. The runs write into a temporary cache and report directory, so neither
+    the repository's cache nor its committed report is touched; ``--in-place`` instead runs exactly what
+    ``make experiment`` runs, into the repository's own (empty) cache, and leaves its report in
+    ``reports/`` (how the committed report and figures were made, from a fresh clone).
+
+    .venv/bin/python benchmarks/bench.py                          # everything: ~35 min on 2 CPU cores
+    .venv/bin/python benchmarks/bench.py --only train,generate    # ~5 min
+    .venv/bin/python benchmarks/bench.py --only experiment --cache .cache/harness  # warm only, on a filled cache
+    make setup && .venv/bin/python benchmarks/bench.py --in-place --out benchmarks/results/cpu-2core.json
+                                                                  # the committed figures (fresh clone)
+
+On a shared machine other processes inflate wall figures: every timed run waits (up to ``--wait-idle``
+seconds) for the cores to go quiet and records CPU/wall, so a contended figure can be recognised.
+``--out FILE`` writes every figure as JSON. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from generation_throughput import (  # noqa: E402
+    _Clock,
+    _timed_sampler,
+    harness_run,
+    pick_prompts,
+    plain_loop,
+    wait_idle,
+)
+
+from harness.config import DEFAULT_EXPERIMENT, ExperimentConfig, find_repo_root, load_experiment  # noqa: E402
+from harness.generate import generate  # noqa: E402
+from harness.models import fit as fit_mod  # noqa: E402
+from harness.models import load_base, locate_packaged, parse_source  # noqa: E402
+from harness.models.packaged import convert_gguf, default_cache  # noqa: E402
+from harness.models.roles import adapter_target_modules  # noqa: E402
+from harness.models.sft_data import load_sft_dataset  # noqa: E402
+
+__all__ = ["main"]
+
+REPO = find_repo_root(Path(__file__).resolve().parent)
+SECTIONS = ("train", "generate", "experiment")
+
+
+# -- (a) training ---------------------------------------------------------------------------------------
+class _StepTokens(fit_mod._Counter):
+    """The harness's own token counter, also keeping the count of every micro-batch (for the warm-up split)."""
+
+    def __init__(self, step):
+        super().__init__(step)
+        self.per_call: list[int] = []
+
+    def __call__(self, model, inputs, *args, **kwargs):
+        before = self.tokens
+        out = super().__call__(model, inputs, *args, **kwargs)
+        self.per_call.append(self.tokens - before)
+        return out
+
+
+def _throughput(label: str, tokens: list[int], step_seconds: list[float], wall: float, cpu: float,
+                settings: dict) -> dict:
+    """tokens/s over the whole train() call, and over the steps after the first (one micro-batch per step)."""
+    steady_s = sum(step_seconds[1:])
+    return {
+        "run": label,
+        "steps": len(step_seconds),
+        "tokens": sum(tokens),
+        "seconds": round(wall, 2),
+        "tok_s": round(sum(tokens) / wall, 1),
+        "steady_tok_s": round(sum(tokens[1:]) / steady_s, 1) if steady_s > 0 else None,
+        "median_s_per_step": round(statistics.median(step_seconds[1:] or step_seconds), 2),
+        "cpu_per_wall": round(cpu / wall, 2),
+        "settings": settings,
+    }
+
+
+def _bench_config(steps: int, batch_size: int) -> ExperimentConfig:
+    cfg = load_experiment(REPO / DEFAULT_EXPERIMENT)
+    train = cfg.train.model_copy(update={"max_steps": steps, "batch_size": batch_size, "grad_accum": 1})
+    return cfg.model_copy(update={"train": train})
+
+
+def train_harness(cfg: ExperimentConfig, arm_name: str) -> dict:
+    """One ``fit_adapter`` run, as the experiment trains an arm (its cache and held-out scoring left out)."""
+    arm = next(a for a in cfg.arms if a.name == arm_name)
+    dataset, kind = load_sft_dataset(cfg.path(arm.dataset))
+    base = load_base(cfg.model, cache=default_cache())
+    counters: list[_StepTokens] = []
+
+    class Counter(_StepTokens):
+        def __init__(self, step):
+            super().__init__(step)
+            counters.append(self)
+
+    original, fit_mod._Counter = fit_mod._Counter, Counter
+    try:
+        with _Clock() as clock:
+            _, metrics = fit_adapter_quiet(base, dataset, kind, cfg, arm)
+    finally:
+        fit_mod._Counter = original
+    settings = {"weights": str(base.dtype).removeprefix("torch."), "precision": metrics["precision"],
+                "optimizer": cfg.train.optimizer, "activation_checkpointing": metrics["activation_checkpointing"],
+                "loss_on": metrics["loss_on"], "trainable_parameters": metrics["trainable_parameters"]}
+    row = _throughput(f"harness fit_adapter [{arm_name}]", counters[-1].per_call, metrics["step_seconds"],
+                      metrics["wall_seconds"], sum(metrics["step_cpu_seconds"]), settings)
+    row.update(load_at_start=round(clock.load, 2), others_busy_before=clock.busy_before)
+    return row
+
+
+def fit_adapter_quiet(base, dataset, kind, cfg, arm):
+    return fit_mod.fit_adapter(base, dataset, kind, cfg, arm, cfg.train.seeds[0], progress=False)
+
+
+def train_plain(cfg: ExperimentConfig, arm_name: str) -> dict:
+    """A plain ``SFTTrainer`` call with TRL's defaults on the same dataset, adapter, batch size and steps."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    arm = next(a for a in cfg.arms if a.name == arm_name)
+    dataset, _ = load_sft_dataset(cfg.path(arm.dataset))
+    spec = parse_source(cfg.model.source)
+    if spec.scheme != "packaged":
+        raise SystemExit(f"bench.py trains the packaged offline model; the config names {cfg.model.source!r}")
+    where, _ = convert_gguf(locate_packaged(spec.name), default_cache(), progress=False)
+    model = AutoModelForCausalLM.from_pretrained(where)  # the defaults a plain script gets
+    tokenizer = AutoTokenizer.from_pretrained(where)
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=adapter_target_modules(model, arm.adapter), task_type="CAUSAL_LM")
+    timer = fit_mod._progress_callback("plain", False)
+    with tempfile.TemporaryDirectory(prefix="bench-plain-") as workdir:
+        args = SFTConfig(output_dir=workdir, max_steps=cfg.train.max_steps,
+                         per_device_train_batch_size=cfg.train.batch_size, use_cpu=not torch.cuda.is_available(),
+                         report_to="none", disable_tqdm=True)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=lora, callbacks=[timer])
+        counter = _StepTokens(trainer.training_step)
+        trainer.training_step = counter
+        with _Clock() as clock:
+            trainer.train()
+    settings = {"weights": str(model.dtype).removeprefix("torch."), "bf16": args.bf16,
+                "optimizer": str(args.optim), "activation_checkpointing": bool(
+                    getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing),
+                "learning_rate": args.learning_rate, "max_length": args.max_length,
+                "loss_on": "assistant only" if args.assistant_only_loss else "default (whole sequence for chat)"}
+    row = _throughput(f"plain SFTTrainer defaults [{arm_name}]", counter.per_call, timer.step_seconds,
+                      clock.wall, clock.cpu, settings)
+    row.update(load_at_start=round(clock.load, 2), others_busy_before=clock.busy_before)
+    return row
+
+
+def bench_train(arms: list[str], steps: int, batch_size: int) -> list[dict]:
+    cfg = _bench_config(steps, batch_size)
+    rows = []
+    for arm in arms:
+        plain = train_plain(cfg, arm)
+        harness = train_harness(cfg, arm)
+        harness["ratio"] = round(harness["tok_s"] / plain["tok_s"], 2)
+        harness["steady_ratio"] = (round(harness["steady_tok_s"] / plain["steady_tok_s"], 2)
+                                   if harness["steady_tok_s"] and plain["steady_tok_s"] else None)
+        rows += [plain, harness]
+        print(f"  {arm}: plain {plain['tok_s']} tok/s, harness {harness['tok_s']} tok/s = {harness['ratio']}x "
+              f"(after the first step: {harness['steady_ratio']}x)", file=sys.stderr, flush=True)
+    return rows
+
+
+# -- (b) generation ----------------------------------------------------------------------------------------
+def bench_generate(n_prompts: int) -> list[dict]:
+    cfg = load_experiment(REPO / DEFAULT_EXPERIMENT)
+    prompts = pick_prompts(REPO, n_prompts)
+    base = load_base(cfg.model, cache=default_cache())
+    ecfg = cfg.eval
+    _timed_sampler()  # times the per-row sampler (its share of the wall is reported)
+    generate(base.model, base.tokenizer, prompts[:2], ecfg.model_copy(update={"max_new_tokens": 4}),
+             model_name="warmup", progress=False)  # first-call allocations outside the timings
+    plain = plain_loop(base.model, base.tokenizer, prompts, ecfg)
+    harness, _ = harness_run(f"harness generate, batch {ecfg.batch_size}", base.model, base.tokenizer, prompts,
+                             ecfg, repeat=1)
+    harness["ratio"] = round(harness["tok_s"] / plain["tok_s"], 2)
+    settings = {"prompts": len(prompts), "max_new_tokens": ecfg.max_new_tokens, "temperature": ecfg.temperature,
+                "top_p": ecfg.top_p, "dtype": str(base.dtype).removeprefix("torch.")}
+    return [{**plain, "settings": settings}, {**harness, "settings": settings}]
+
+
+# -- (c) the default experiment, cold and warm --------------------------------------------------------------
+def _experiment_config(work: Path, cache: Path) -> Path:
+    """The default config, pointed at ``cache`` and a scratch report directory (paths otherwise unchanged)."""
+    raw = yaml.safe_load((REPO / DEFAULT_EXPERIMENT).read_text(encoding="utf-8"))
+    raw.update(root=str(REPO), cache_dir=str(cache), reports_dir=str(work / "reports"))
+    path = work / "format_ablation_cpu.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _pytest(label: str, args: list[str], config: Path | None, cache: Path, log: Path, echo: bool) -> dict:
+    cmd = [sys.executable, "-m", "pytest", *args, *(["--experiment", str(config)] if config else [])]
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(cache)}
+    busy = wait_idle(_Clock.wait_s) if _Clock.wait_s > 0 else None
+    print(f"  {label}: {shlex.join(cmd[2:])}  (log: {log})", file=sys.stderr, flush=True)
+    t0, c0 = time.perf_counter(), os.times()
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            out.write(line)
+            if echo:
+                sys.stderr.write(line)
+        rc = proc.wait()
+    wall = time.perf_counter() - t0
+    c1 = os.times()
+    cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+    tail = log.read_text(encoding="utf-8").strip().splitlines()[-1:] or [""]
+    if rc != 0:
+        raise SystemExit(f"{label} failed (exit {rc}); see {log}")
+    return {"run": label, "command": "pytest " + " ".join(args), "exit": rc, "seconds": round(wall, 1),
+            "cpu_per_wall": round(cpu / wall, 2), "others_busy_before": busy, "summary": tail[0].strip("= ")}
+
+
+def bench_experiment(work: Path, cache: Path | None, echo: bool, in_place: bool = False) -> list[dict]:
+    """Cold then warm runs into a scratch cache and report directory; ``cache``: warm runs only, on it.
+
+    ``in_place``: exactly what ``make experiment`` runs (the default config, the repository's cache and
+    report directory), cold only if that cache is empty; its report is the repository's report.
+    """
+    if in_place:
+        cfg = load_experiment(REPO / DEFAULT_EXPERIMENT)
+        cache = cfg.path(cfg.cache_dir)
+        if cache.exists() and any(cache.iterdir()):
+            raise SystemExit(f"--in-place measures a cold run, but {cache} is not empty; `make clean-cache` first")
+        config = None
+        cold = True
+    else:
+        cold = cache is None
+        cache = cache or (work / "cache")
+        config = _experiment_config(work, cache)
+    rows = []
+    if cold:
+        rows.append(_pytest("cold: empty cache", ["experiments"], config, cache, work / "cold.log", echo))
+    rows.append(_pytest("warm: pytest experiments", ["experiments"], config, cache, work / "warm.log", False))
+    hyp = sorted(str(p.relative_to(REPO)) for p in (REPO / "experiments").glob("test_h*.py"))
+    rows.append(_pytest("warm: hypothesis tests only", hyp, config, cache, work / "warm-h.log", False))
+    rows.append(_pytest("warm: pytest experiments -k H4", ["experiments", "-k", "H4"], config, cache,
+                        work / "warm-h4.log", False))
+    if cold:
+        for r in rows[1:]:
+            r["cold_over_warm"] = round(rows[0]["seconds"] / r["seconds"], 1)
+    return rows
+
+
+# -- report ---------------------------------------------------------------------------------------------------
+def _machine() -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    import importlib.metadata as md
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(),
+            **{pkg: md.version(pkg) for pkg in ("torch", "transformers", "trl", "peft")}}
+
+
+def summary(result: dict) -> str:
+    """The ratio table: one line per comparison."""
+    lines = [f"{'measure':46} {'baseline':>22} {'harness':>22} {'ratio':>7}"]
+    train = result.get("train", [])
+    for plain, harness in zip(train[0::2], train[1::2]):
+        name = harness["run"].split("[")[1].rstrip("]")
+        lines.append(f"{'(a) training tok/s, ' + name:46} {plain['tok_s']:>14} (plain) {harness['tok_s']:>12} "
+                     f"{'':>9} {harness['ratio']:>6}x")
+        lines.append(f"{'    after the first step':46} {plain['steady_tok_s']:>22} {harness['steady_tok_s']:>22} "
+                     f"{harness['steady_ratio']:>6}x")
+    if gen := result.get("generate"):
+        lines.append(f"{'(b) generation tok/s, batch vs one at a time':46} {gen[0]['tok_s']:>22} "
+                     f"{gen[1]['tok_s']:>22} {gen[1]['ratio']:>6}x")
+    exp = result.get("experiment", [])
+    cold = next((r for r in exp if r["run"].startswith("cold")), None)
+    if cold:
+        lines.append(f"{'(c) default experiment, cold (s)':46} {cold['seconds']:>22}")
+    for r in exp:
+        if r["run"].startswith("warm"):
+            ratio = f"{r['cold_over_warm']:>6}x" if "cold_over_warm" in r else ""
+            lines.append(f"{'    ' + r['run'] + ' (s)':46} {'':>22} {r['seconds']:>22} {ratio}")
+    if cold:
+        lines.append("    ratio: cold wall / warm wall")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    ap.add_argument("--train-arms", default="multi_turn_concise,alpaca_flat",
+                    help="arms of the default config whose data both trainers fit")
+    ap.add_argument("--train-steps", type=int, default=8)
+    ap.add_argument("--train-batch-size", type=int, default=4)
+    ap.add_argument("--prompts", type=int, default=32, help="eval prompts for the generation comparison")
+    ap.add_argument("--cache", default=None,
+                    help="(c) warm runs only, on this already-filled cache (default: cold into a fresh cache, then warm)")
+    ap.add_argument("--wait-idle", type=float, default=120.0,
+                    help="before each timed run wait up to this many seconds for other processes to go idle")
+    ap.add_argument("--in-place", action="store_true",
+                    help="(c) exactly `make experiment`: the repository's own (empty) cache and report directory")
+    ap.add_argument("--echo", action="store_true", help="stream the cold experiment's output (progress bars)")
+    ap.add_argument("--out", default=None, help="also write every figure as JSON here")
+    args = ap.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if unknown := set(only) - set(SECTIONS):
+        ap.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
+    _Clock.wait_s = args.wait_idle
+
+    result: dict = {"machine": _machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "load_average_at_start": round(os.getloadavg()[0], 2)}
+    print(f"machine: {result['machine']}", file=sys.stderr, flush=True)
+    if "train" in only:
+        print("(a) training: plain SFTTrainer vs harness", file=sys.stderr, flush=True)
+        result["train"] = bench_train([a.strip() for a in args.train_arms.split(",")], args.train_steps,
+                                      args.train_batch_size)
+    if "generate" in only:
+        print("(b) generation: one prompt at a time vs harness batches", file=sys.stderr, flush=True)
+        result["generate"] = bench_generate(args.prompts)
+    if "experiment" in only:
+        print("(c) the default experiment, cold and warm", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-experiment-") as work:
+            result["experiment"] = bench_experiment(Path(work), Path(args.cache).resolve() if args.cache else None,
+                                                    args.echo, in_place=args.in_place)
+    result["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    print(summary(result))
+    contended = [r["run"] for section in SECTIONS for r in result.get(section, [])
+                 if (r.get("others_busy_before") or 0) > 0.15]
+    if contended:
+        print(f"WARNING: other processes kept the cores over 15% busy before these runs (see --wait-idle): "
+              f"{contended}; their wall figures may be inflated", file=sys.stderr)
+    if args.out:
+        from harness.io import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(result, indent=2, default=str) + "\n")
+        print(f"every figure: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
