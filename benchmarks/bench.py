@@ -58,6 +58,7 @@ from generation_throughput import (  # noqa: E402
     wait_idle,
 )
 
+from harness.cache import Cache  # noqa: E402
 from harness.config import DEFAULT_EXPERIMENT, ExperimentConfig, find_repo_root, load_experiment  # noqa: E402
 from harness.generate import generate  # noqa: E402
 from harness.models import fit as fit_mod  # noqa: E402
@@ -70,6 +71,11 @@ __all__ = ["main"]
 
 REPO = find_repo_root(Path(__file__).resolve().parent)
 SECTIONS = ("train", "generate", "experiment")
+_SCRATCH: list[Cache] = []  # with --in-place, (a) and (b) convert the model here, leaving the repo's cache empty
+
+
+def _cache() -> Cache:
+    return _SCRATCH[0] if _SCRATCH else default_cache()
 
 
 # -- (a) training ---------------------------------------------------------------------------------------
@@ -114,7 +120,7 @@ def train_harness(cfg: ExperimentConfig, arm_name: str) -> dict:
     """One ``fit_adapter`` run, as the experiment trains an arm (its cache and held-out scoring left out)."""
     arm = next(a for a in cfg.arms if a.name == arm_name)
     dataset, kind = load_sft_dataset(cfg.path(arm.dataset))
-    base = load_base(cfg.model, cache=default_cache())
+    base = load_base(cfg.model, cache=_cache())
     counters: list[_StepTokens] = []
 
     class Counter(_StepTokens):
@@ -152,7 +158,7 @@ def train_plain(cfg: ExperimentConfig, arm_name: str) -> dict:
     spec = parse_source(cfg.model.source)
     if spec.scheme != "packaged":
         raise SystemExit(f"bench.py trains the packaged offline model; the config names {cfg.model.source!r}")
-    where, _ = convert_gguf(locate_packaged(spec.name), default_cache(), progress=False)
+    where, _ = convert_gguf(locate_packaged(spec.name), _cache(), progress=False)
     model = AutoModelForCausalLM.from_pretrained(where)  # the defaults a plain script gets
     tokenizer = AutoTokenizer.from_pretrained(where)
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
@@ -198,7 +204,7 @@ def bench_train(arms: list[str], steps: int, batch_size: int) -> list[dict]:
 def bench_generate(n_prompts: int) -> list[dict]:
     cfg = load_experiment(REPO / DEFAULT_EXPERIMENT)
     prompts = pick_prompts(REPO, n_prompts)
-    base = load_base(cfg.model, cache=default_cache())
+    base = load_base(cfg.model, cache=_cache())
     ecfg = cfg.eval
     _timed_sampler()  # times the per-row sampler (its share of the wall is reported)
     generate(base.model, base.tokenizer, prompts[:2], ecfg.model_copy(update={"max_new_tokens": 4}),
@@ -245,6 +251,14 @@ def _pytest(label: str, args: list[str], config: Path | None, cache: Path, log: 
             "cpu_per_wall": round(cpu / wall, 2), "others_busy_before": busy, "summary": tail[0].strip("= ")}
 
 
+def _repo_cache_must_be_empty() -> Path:
+    cfg = load_experiment(REPO / DEFAULT_EXPERIMENT)
+    cache = cfg.path(cfg.cache_dir)
+    if cache.exists() and any(cache.iterdir()):
+        raise SystemExit(f"--in-place measures a cold run, but {cache} is not empty; `make clean-cache` first")
+    return cache
+
+
 def bench_experiment(work: Path, cache: Path | None, echo: bool, in_place: bool = False) -> list[dict]:
     """Cold then warm runs into a scratch cache and report directory; ``cache``: warm runs only, on it.
 
@@ -252,10 +266,7 @@ def bench_experiment(work: Path, cache: Path | None, echo: bool, in_place: bool 
     report directory), cold only if that cache is empty; its report is the repository's report.
     """
     if in_place:
-        cfg = load_experiment(REPO / DEFAULT_EXPERIMENT)
-        cache = cfg.path(cfg.cache_dir)
-        if cache.exists() and any(cache.iterdir()):
-            raise SystemExit(f"--in-place measures a cold run, but {cache} is not empty; `make clean-cache` first")
+        cache = _repo_cache_must_be_empty()
         config = None
         cold = True
     else:
@@ -335,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(only) - set(SECTIONS):
         ap.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
     _Clock.wait_s = args.wait_idle
+    if args.in_place and "experiment" in only:
+        _repo_cache_must_be_empty()  # before (a) and (b) run, not after
+        scratch = tempfile.TemporaryDirectory(prefix="bench-cache-")
+        _SCRATCH.append(Cache(scratch.name))
 
     result: dict = {"machine": _machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "load_average_at_start": round(os.getloadavg()[0], 2)}

@@ -26,6 +26,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("validate", "harness.data.validate"),
     ("report", "harness.report.cli"),
     ("verdicts", "harness.verdicts"),
+    ("build", "harness.build_cli"),
 ]
 
 

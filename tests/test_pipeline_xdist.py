@@ -103,3 +103,37 @@ def test_xdist_worker_and_threads(monkeypatch):
     assert worker_threads("cpu") is None  # the user's setting wins
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "master")
     assert xdist_worker() == (0, 1)
+
+
+def test_caches_built_apart_merge_into_a_run_that_loads_no_model(four_arm_cfg, tmp_path, monkeypatch, capsys):
+    """Two machines, two caches, `harness build` of disjoint arms; merged by copying, the full run is all hits."""
+    import shutil
+
+    import harness.models
+    import harness.models.sources
+    from harness.cli import main
+    from harness.config import load_experiment
+    from harness.pipeline import build_results
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    a, b, merged = tmp_path / "a", tmp_path / "b", tmp_path / "merged"
+    arms = ["multi_turn_concise_quality", "multi_turn_concise_surgical", "alpaca_flat_quality", "alpaca_flat_surgical"]
+    assert main(["build", "--experiment", str(four_arm_cfg), "--arms", ",".join(arms[:2]),
+                 "--cache-dir", str(a), "--quiet"]) == 0
+    assert main(["build", "--experiment", str(four_arm_cfg), "--arms", ",".join(arms[2:]),
+                 "--cache-dir", str(b), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{arm}@s42: adapter" in out for arm in arms) and out.count("base: base model") == 2
+    for src in (a, b):  # what `rsync -a --ignore-existing src/ merged/` does
+        shutil.copytree(src, merged, dirs_exist_ok=True, copy_function=lambda s, d: Path(d).exists() or shutil.copy2(s, d))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded although the merged cache holds everything")
+
+    monkeypatch.setattr(harness.models.sources, "load_base", no_model)
+    monkeypatch.setattr(harness.models, "load_base", no_model)
+    cfg = load_experiment(four_arm_cfg).model_copy(update={"cache_dir": str(merged)})
+    results = build_results(cfg, progress=False)
+    assert [m.name for m in results.models] == ["base", *(f"{arm}@s42" for arm in arms)]
+    assert main(["build", "--experiment", str(four_arm_cfg), "--arms", "nope", "--cache-dir", str(a)]) == 2
