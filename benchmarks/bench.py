@@ -276,10 +276,13 @@ def bench_experiment(work: Path, cache: Path | None, echo: bool, in_place: bool 
     rows = []
     if cold:
         rows.append(_pytest("cold: empty cache", ["experiments"], config, cache, work / "cold.log", echo))
-    rows.append(_pytest("warm: pytest experiments", ["experiments"], config, cache, work / "warm.log", False))
+    # the warm runs report elsewhere: the cold run's report (with --in-place, the repository's) stays as it was
+    scratch = ["--report-dir", str(work / "warm-report")]
+    rows.append(_pytest("warm: pytest experiments", ["experiments", *scratch], config, cache, work / "warm.log",
+                        False))
     hyp = sorted(str(p.relative_to(REPO)) for p in (REPO / "experiments").glob("test_h*.py"))
-    rows.append(_pytest("warm: hypothesis tests only", hyp, config, cache, work / "warm-h.log", False))
-    rows.append(_pytest("warm: pytest experiments -k H4", ["experiments", "-k", "H4"], config, cache,
+    rows.append(_pytest("warm: hypothesis tests only", [*hyp, *scratch], config, cache, work / "warm-h.log", False))
+    rows.append(_pytest("warm: pytest experiments -k H4", ["experiments", "-k", "H4", *scratch], config, cache,
                         work / "warm-h4.log", False))
     if cold:
         for r in rows[1:]:

@@ -287,6 +287,9 @@ class HarnessSession:
             exit_status=int(exitstatus),
         )
         verdicts = [r.verdict for r in self.verdict_records() if r.verdict is not None]
+        if self.provider is not None:  # family members decided on the same data though not selected (-k on a warm cache)
+            recorded = {v.id for v in verdicts}
+            verdicts += [v for h, v in self.provider.computed_verdicts().items() if h not in recorded]
         out_dir = self.report_dir(results)
         cfg = self.experiment_config()
         self.report_paths = write_report(

@@ -190,8 +190,10 @@ def _verdicts(verdicts: dict[str, Verdict], run: RunInfo) -> dict[str, Any]:
         spec = HYPOTHESES[h]
         v = verdicts.get(h)
         out = run.outcomes.get(h)
-        outcome = _OUTCOME_WORD.get(out.outcome, out.outcome) if out else ("n/a (not a test run)" if run.mode == "cli"
-                                                                           else "not selected")
+        outcome = _OUTCOME_WORD.get(out.outcome, out.outcome) if out else (
+            "n/a (not a test run)" if run.mode == "cli"
+            else "not selected" if v is None
+            else "not selected; same data")  # decided in this run's family (Holm), though its test did not run
         if v is None:
             summary.append([h, "not evaluated", outcome, "", "", "", "", "", "", spec.title])
             items.append({"id": h, "title": spec.title, "claim": spec.claim, "verdict": "NOT EVALUATED",
