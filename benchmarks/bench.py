@@ -131,7 +131,7 @@ def train_harness(cfg: ExperimentConfig, arm_name: str) -> dict:
     original, fit_mod._Counter = fit_mod._Counter, Counter
     try:
         with _Clock() as clock:
-            _, metrics = fit_adapter_quiet(base, dataset, kind, cfg, arm)
+            _, metrics = fit_mod.fit_adapter(base, dataset, kind, cfg, arm, cfg.train.seeds[0], progress=False)
     finally:
         fit_mod._Counter = original
     settings = {"weights": str(base.dtype).removeprefix("torch."), "precision": metrics["precision"],
@@ -141,10 +141,6 @@ def train_harness(cfg: ExperimentConfig, arm_name: str) -> dict:
                       metrics["wall_seconds"], sum(metrics["step_cpu_seconds"]), settings)
     row.update(load_at_start=round(clock.load, 2), others_busy_before=clock.busy_before)
     return row
-
-
-def fit_adapter_quiet(base, dataset, kind, cfg, arm):
-    return fit_mod.fit_adapter(base, dataset, kind, cfg, arm, cfg.train.seeds[0], progress=False)
 
 
 def train_plain(cfg: ExperimentConfig, arm_name: str) -> dict:

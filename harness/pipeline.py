@@ -90,29 +90,35 @@ def load_eval_prompts(cfg: ExperimentConfig) -> list[EvalPrompt]:
     return load_heldout_prompts(cfg.path(cfg.eval.prompts), cfg.eval.limit)
 
 
+def _worker_number() -> int | None:
+    """N of pytest-xdist worker ``gwN``; None outside xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
 def xdist_worker() -> tuple[int, int]:
     """``(index, count)`` of this pytest-xdist worker (``gw<index>`` of ``count``); ``(0, 1)`` outside xdist."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    number = _worker_number()
     try:
         count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     except ValueError:
         count = 1
-    if not worker.startswith("gw") or not worker[2:].isdigit() or count < 2:
+    if number is None or count < 2:
         return 0, 1
-    return int(worker[2:]) % count, count
+    return number % count, count
 
 
 def worker_device(cfg: ExperimentConfig) -> str | None:
     """``cuda:N`` for pytest-xdist worker ``gwN`` when several CUDA devices exist and the device is 'auto'."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if cfg.model.device != "auto" or not worker.startswith("gw") or not worker[2:].isdigit():
+    number = _worker_number()
+    if cfg.model.device != "auto" or number is None:
         return None
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count < 2:
         return None
-    return f"cuda:{int(worker[2:]) % count}"
+    return f"cuda:{number % count}"
 
 
 def worker_threads(device: str) -> int | None:
@@ -263,11 +269,6 @@ class Pipeline:
         run.train_meta = {"heldout": base_heldout(self.cfg, cache=self.cache)}
         self._runs[BASE_NAME] = run
         return run
-
-    def arm_runs(self, arm_name: str) -> list[ModelRun]:
-        """One :class:`ModelRun` per training seed of ``arm_name`` (trained, generated, judged, KL measured)."""
-        arm = self.cfg.arm(arm_name)
-        return [self._adapter_run(arm, seed) for seed in self.cfg.train.seeds]
 
     def _adapter_run(self, arm: ArmConfig, seed: int) -> ModelRun:
         name = model_name(arm.name, seed)
