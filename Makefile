@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.harness-installed
+STAMP := $(VENV)/.formablate-installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
@@ -41,4 +41,4 @@ benchmark: $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean-cache:
-	rm -rf .cache/harness
+	rm -rf .cache/formablate

@@ -1,6 +1,6 @@
 """The harness's benchmark: three side-by-side measurements in one run, each printed as a ratio.
 
-(a) Training tokens per second: the harness's :func:`harness.models.fit.fit_adapter` (bf16 weights on an
+(a) Training tokens per second: the harness's :func:`formablate.models.fit.fit_adapter` (bf16 weights on an
     avx512_bf16 CPU, no activation checkpointing, Adafactor) against a plain TRL ``SFTTrainer`` call with
     default settings, on the same rendered data, the same LoRA adapter, batch size and step count.
     The plain call sets only what a run needs (``output_dir``, ``max_steps``, the batch size, and on a
@@ -8,7 +8,7 @@
     is the converted copy loaded with ``AutoModelForCausalLM.from_pretrained`` defaults. Both runs are
     counted by the same instrumentation: non-padding tokens of every micro-batch the optimizer consumed,
     over the wall seconds of ``trainer.train()``; also seconds per step without the first (warm-up) step.
-(b) Generation tokens per second: :func:`harness.generate.generate` at the experiment's batch size against a
+(b) Generation tokens per second: :func:`formablate.generate.generate` at the experiment's batch size against a
     one-prompt-at-a-time ``model.generate`` loop, same prompts and sampling settings (reply tokens, end
     token excluded). ``benchmarks/generation_throughput.py`` breaks this down further (batch sizes, merges).
 (c) Wall time of the whole default experiment (``pytest experiments`` on
@@ -21,7 +21,7 @@
 
     .venv/bin/python benchmarks/bench.py                          # everything: ~35 min on 2 CPU cores
     .venv/bin/python benchmarks/bench.py --only train,generate    # ~5 min
-    .venv/bin/python benchmarks/bench.py --only experiment --cache .cache/harness  # warm only, on a filled cache
+    .venv/bin/python benchmarks/bench.py --only experiment --cache .cache/formablate  # warm only, on a filled cache
     make setup && .venv/bin/python benchmarks/bench.py --in-place --out benchmarks/results/cpu-2core.json
                                                                   # the committed figures (fresh clone)
 
@@ -58,14 +58,14 @@ from generation_throughput import (  # noqa: E402
     wait_idle,
 )
 
-from harness.cache import Cache  # noqa: E402
-from harness.config import DEFAULT_EXPERIMENT, ExperimentConfig, find_repo_root, load_experiment  # noqa: E402
-from harness.generate import generate  # noqa: E402
-from harness.models import fit as fit_mod  # noqa: E402
-from harness.models import load_base, locate_packaged, parse_source  # noqa: E402
-from harness.models.packaged import convert_gguf, default_cache  # noqa: E402
-from harness.models.roles import adapter_target_modules  # noqa: E402
-from harness.models.sft_data import load_sft_dataset  # noqa: E402
+from formablate.cache import Cache  # noqa: E402
+from formablate.config import DEFAULT_EXPERIMENT, ExperimentConfig, find_repo_root, load_experiment  # noqa: E402
+from formablate.generate import generate  # noqa: E402
+from formablate.models import fit as fit_mod  # noqa: E402
+from formablate.models import load_base, locate_packaged, parse_source  # noqa: E402
+from formablate.models.packaged import convert_gguf, default_cache  # noqa: E402
+from formablate.models.roles import adapter_target_modules  # noqa: E402
+from formablate.models.sft_data import load_sft_dataset  # noqa: E402
 
 __all__ = ["main"]
 
@@ -226,7 +226,7 @@ def _experiment_config(work: Path, cache: Path) -> Path:
 
 def _pytest(label: str, args: list[str], config: Path | None, cache: Path, log: Path, echo: bool) -> dict:
     cmd = [sys.executable, "-m", "pytest", *args, *(["--experiment", str(config)] if config else [])]
-    env = {**os.environ, "HARNESS_CACHE_DIR": str(cache)}
+    env = {**os.environ, "FORMABLATE_CACHE_DIR": str(cache)}
     busy = wait_idle(_Clock.wait_s) if _Clock.wait_s > 0 else None
     print(f"  {label}: {shlex.join(cmd[2:])}  (log: {log})", file=sys.stderr, flush=True)
     t0, c0 = time.perf_counter(), os.times()
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: other processes kept the cores over 15% busy before these runs (see --wait-idle): "
               f"{contended}; their wall figures may be inflated", file=sys.stderr)
     if args.out:
-        from harness.io import atomic_write_text
+        from formablate.io import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(result, indent=2, default=str) + "\n")
         print(f"every figure: {args.out}")

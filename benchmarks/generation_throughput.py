@@ -4,7 +4,7 @@ Runs, side by side in one process, on the packaged SmolLM2-135M-Instruct (weight
 ``auto`` picks here: bf16 on an avx512_bf16 CPU) over ~32 eval prompts spread across categories:
 
 1. plain loop: ``model.generate`` per prompt (chat template, same temperature/top-p/max_new_tokens);
-2. the harness's :func:`harness.generate.generate` at batch sizes 16 / 32 / 64 on the base model;
+2. the harness's :func:`formablate.generate.generate` at batch sizes 16 / 32 / 64 on the base model;
 3. a LoRA adapter (a few quick training steps on a rendered format, so its weights have moved),
    unmerged (adapter attached) and merged, at batch 16; plus :func:`maybe_merge`'s tolerance check
    on the bf16 model and on an fp32 copy, and how many of the eval replies the forced bf16 merge changed.
@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
-from harness.config import EvalConfig, ExperimentConfig, find_repo_root
-from harness.data.schema import EvalPrompt
-from harness.generate import MERGE_TOLERANCE, PerRowSampler, generate, maybe_merge, render_prompt, stop_token_ids
-from harness.io import load_jsonl_models
-from harness.models import load_base
+from formablate.config import EvalConfig, ExperimentConfig, find_repo_root
+from formablate.data.schema import EvalPrompt
+from formablate.generate import MERGE_TOLERANCE, PerRowSampler, generate, maybe_merge, render_prompt, stop_token_ids
+from formablate.io import load_jsonl_models
+from formablate.models import load_base
 
 __all__ = ["main"]
 
@@ -147,7 +147,7 @@ def _timed_sampler():
 
 def _prefill_seconds(model, tok, prompts, batch_size: int) -> float:
     """Seconds of one forward pass over every padded prompt batch: the prefill share of a run."""
-    from harness.generate import encode_prompts, left_pad, length_batches
+    from formablate.generate import encode_prompts, left_pad, length_batches
 
     enc = encode_prompts(tok, prompts)
     total = 0.0
@@ -198,8 +198,8 @@ def harness_run(label: str, model, tok, prompts, cfg: EvalConfig, repeat: int) -
 
 def train_adapter(repo: Path, tmp: Path, steps: int):
     """A LoRA adapter after a few steps on a rendered format (multi_turn_concise), saved to ``tmp``."""
-    from harness.models.sft_data import load_sft_dataset
-    from harness.train import fit_adapter
+    from formablate.models.sft_data import load_sft_dataset
+    from formablate.train import fit_adapter
 
     data = repo / "data" / "sft" / "phase9_pilot_300" / "multi_turn_concise.jsonl"
     cfg = ExperimentConfig.model_validate({
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: these runs got less than 90% of {torch.get_num_threads()} cores (other processes): {starved}; "
               "their wall figures are inflated, rerun when the machine is idle")
     if args.out:
-        from harness.io import atomic_write_text
+        from formablate.io import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(result, indent=2, default=str))
     return 0

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 
-from harness.cache import Cache
-from harness.config import ExperimentConfig, find_repo_root, load_experiment
-from harness.models import load_base, locate_packaged
-from harness.models.heldout import heldout_loss
-from harness.models.packaged import convert_gguf
-from harness.models.templates import training_chat_template
-from harness.train import fit_adapter
+from formablate.cache import Cache
+from formablate.config import ExperimentConfig, find_repo_root, load_experiment
+from formablate.models import load_base, locate_packaged
+from formablate.models.heldout import heldout_loss
+from formablate.models.packaged import convert_gguf
+from formablate.models.templates import training_chat_template
+from formablate.train import fit_adapter
 
 __all__ = ["main"]
 
@@ -84,7 +84,7 @@ def _synthetic(tokenizer, length: int, n: int = 16) -> list[dict]:
 
 def measure_steps(root: Path, cache: Cache, length: int, steps: int, precision: str, data: Path | None = None) -> dict:
     """Time ``steps`` optimizer steps (4 x 4) on synthetic ``length``-token sequences, or on a rendered file."""
-    from harness.models.sft_data import load_sft_dataset
+    from formablate.models.sft_data import load_sft_dataset
 
     base = load_base(SOURCE, cache=cache)
     if data is None:
@@ -140,7 +140,7 @@ def _rendered_records(repo: Path) -> dict[str, list[dict]]:
             json.loads(line) for line in path.read_text().splitlines() if line.strip())
     if out:
         return out
-    from harness.data.render import load_canonical, render_all
+    from formablate.data.render import load_canonical, render_all
 
     examples = []
     for path in sorted((repo / "data" / "canonical").rglob("*.jsonl")):
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             _, meta = convert_gguf(locate_packaged("smollm2-135m-instruct"), Cache(tmp_path / "fresh"), progress=False)
             report["conversion"] = {"wall_seconds": round(time.perf_counter() - t0, 2), **meta}
-        cache = Cache(repo / ".cache" / "harness")
+        cache = Cache(repo / ".cache" / "formablate")
         t0 = time.perf_counter()
         base = load_base(SOURCE, cache=cache)
         report["load_converted_seconds"] = round(time.perf_counter() - t0, 2)

@@ -1,6 +1,6 @@
 """The dataset gate: ``pytest experiments -m dataset``. No model is loaded.
 
-One test per rule and file (the rules of :mod:`harness.data.validate`), over every
+One test per rule and file (the rules of :mod:`formablate.data.validate`), over every
 dataset declared by a manifest in ``data/canonical/*.manifest.yaml`` (rendered
 under ``data/sft/<name>/``) and every eval file in ``data/eval/*.jsonl``. A failing
 test lists every offending line as ``file:line: rule: found ..., expected ...``;
@@ -8,7 +8,7 @@ passing tests print their reports (highest near-duplicate and contamination pair
 answer length per domain, how many records the byte bound proved) with ``-s``/``-rP``.
 
 The token limit and the tokenizer come from the experiment config (``--experiment``,
-default :data:`harness.config.DEFAULT_EXPERIMENT`). A record whose byte bound exceeds
+default :data:`formablate.config.DEFAULT_EXPERIMENT`). A record whose byte bound exceeds
 the limit is counted with that model's tokenizer, read without its weights.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import DEFAULT_EXPERIMENT, find_repo_root, load_experiment
-from harness.data.context import DEFAULT_MAX_LENGTH, DatasetContext, EvalSet, RuleResult, load_eval, load_manifest
-from harness.data.validate import Rule, rules
-from harness.errors import HarnessError
+from formablate.config import DEFAULT_EXPERIMENT, find_repo_root, load_experiment
+from formablate.data.context import DEFAULT_MAX_LENGTH, DatasetContext, EvalSet, RuleResult, load_eval, load_manifest
+from formablate.data.validate import Rule, rules
+from formablate.errors import HarnessError
 
 pytestmark = pytest.mark.dataset
 
@@ -111,7 +111,7 @@ def _report(result: RuleResult) -> None:
     "name, rule, _", _params(_DATASET_CASES, [f"{n}-{r.name}" for n, r in _DATASET_CASES], _NO_DATA)
 )
 def test_dataset_rule(name: str, rule: Rule, _, gate_settings) -> None:
-    """One canonical-file rule on one dataset (see the rule's docstring in harness.data)."""
+    """One canonical-file rule on one dataset (see the rule's docstring in formablate.data)."""
     _report(_fail_on_error(rule.func, _dataset(name, gate_settings)))
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.config import find_repo_root
-from harness.data.constraints import FinalAnswer
-from harness.data.schema import CanonicalExample, DatasetManifest, EvalPrompt
-from harness.io import load_jsonl_models, load_yaml
+from formablate.config import find_repo_root
+from formablate.data.constraints import FinalAnswer
+from formablate.data.schema import CanonicalExample, DatasetManifest, EvalPrompt
+from formablate.io import load_jsonl_models, load_yaml
 
 pytestmark = pytest.mark.dataset
 

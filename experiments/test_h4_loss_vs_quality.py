@@ -16,7 +16,7 @@ Decision: CONFIRMED iff rho is significantly positive (loss ranks arms backwards
 quality); otherwise INCONCLUSIVE - with about 8 arms a non-significant rho cannot tell "no tracking"
 from "tracking too weak to see" (the minimum detectable rho is reported).
 
-Common to H1-H7 (harness.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
 (training seeds averaged per prompt first); Holm across the fixed family H1-H7 at stats.alpha (0.05),
 hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or

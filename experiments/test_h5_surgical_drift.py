@@ -16,7 +16,7 @@ Decision: CONFIRMED iff every pair shows significantly lower KL and non-inferior
 REJECTED iff some pair shows significantly higher KL for surgical or JSON validity significantly below
 the margin; otherwise INCONCLUSIVE. H5 does not rest on the judge.
 
-Common to H1-H7 (harness.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
 (training seeds averaged per prompt first); Holm across the fixed family H1-H7 at stats.alpha (0.05),
 hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.data.schema import EvalPrompt
-from harness.io import load_jsonl_models
-from harness.judges import DIMENSIONS, Judgment, RubricJudge
+from formablate.data.schema import EvalPrompt
+from formablate.io import load_jsonl_models
+from formablate.judges import DIMENSIONS, Judgment, RubricJudge
 
 __all__ = ["MIN_OVERALL", "MIN_DIMENSION", "CONTROLS", "find_eval_files", "load_prompts", "judge_references",
            "judge_controls", "below_bar", "report", "controls_report"]

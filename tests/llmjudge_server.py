@@ -160,7 +160,7 @@ class ScriptedChatServer:
 
 def eval_prompt(i: int, category: str = "factual", user: str = "Name the capital of France in one word."):
     """A small valid EvalPrompt (imported lazily so this module stays importable on its own)."""
-    from harness.data.schema import EvalPrompt
+    from formablate.data.schema import EvalPrompt
 
     return EvalPrompt.model_validate({
         "id": f"eval-{category}-{i:03d}", "category": category, "messages": [{"role": "user", "content": user}],

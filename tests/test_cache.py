@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cache import META_NAME, Cache, cache_key
-from harness.errors import CacheError
+from formablate.cache import META_NAME, Cache, cache_key
+from formablate.errors import CacheError
 
 
 def test_cache_key_is_order_and_content_sensitive():

@@ -1,4 +1,4 @@
-"""`harness render` and `harness validate`: exit codes, messages naming file, line and rule, no tracebacks,
+"""`formablate render` and `formablate validate`: exit codes, messages naming file, line and rule, no tracebacks,
 atomic writes, and a subcommand registry other modules can extend."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import cli
-from harness.data import render as render_mod
-from harness.data.context import RENDER_META_NAME
-from harness.data.schema import FORMATS
+from formablate import cli
+from formablate.data import render as render_mod
+from formablate.data.context import RENDER_META_NAME
+from formablate.data.schema import FORMATS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 EVAL_FILE = FIXTURES / "eval" / "tiny_eval.jsonl"
@@ -45,8 +45,8 @@ def run_cli(*args) -> SimpleNamespace:
 
 
 def run_process(*args) -> subprocess.CompletedProcess:
-    """`python -m harness.cli ARGS` in a child process: proves the exit code and that no traceback is printed."""
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True, text=True,
+    """`python -m formablate.cli ARGS` in a child process: proves the exit code and that no traceback is printed."""
+    return subprocess.run([sys.executable, "-m", "formablate.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=120)
 
 
@@ -153,7 +153,7 @@ def test_validate_rule_failures_exit_1_in_text_and_json(data):
     assert res.returncode == 1
     target = f"{out / 'multi_turn_concise.jsonl'}:5: empty_turn: record 'reasoning-001': found an empty assistant turn"
     assert any(line.startswith(target) for line in res.stdout.splitlines()), res.stdout
-    assert "harness validate: " in res.stderr and "failure(s)" in res.stderr
+    assert "formablate validate: " in res.stderr and "failure(s)" in res.stderr
     res = run_cli("validate", "--canonical", canonical, "--dataset-dir", out, "--max-length", 4096, "--json")
     report = json.loads(res.stdout)
     assert res.returncode == 1 and not report["valid"]

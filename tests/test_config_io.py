@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ExperimentConfig, load_experiment
-from harness.errors import ConfigError, DataFileError, MissingFileError
-from harness.io import atomic_write_jsonl, load_jsonl_models, read_jsonl
-from harness.data.schema import CanonicalExample
+from formablate.config import ExperimentConfig, load_experiment
+from formablate.errors import ConfigError, DataFileError, MissingFileError
+from formablate.io import atomic_write_jsonl, load_jsonl_models, read_jsonl
+from formablate.data.schema import CanonicalExample
 
 REPO = Path(__file__).resolve().parents[1]
 

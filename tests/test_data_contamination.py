@@ -1,5 +1,5 @@
 """Overlap measures and contamination: thresholds fire where stated, stay quiet below, and a
-deliberately contaminated copy makes `harness validate` exit 1 naming the example and the eval prompt."""
+deliberately contaminated copy makes `formablate validate` exit 1 naming the example and the eval prompt."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.data import contamination as ov
-from harness.data.textnorm import containment, jaccard, word_ngrams, words
+from formablate.data import contamination as ov
+from formablate.data.textnorm import containment, jaccard, word_ngrams, words
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 EVAL_FILE = FIXTURES / "eval" / "tiny_eval.jsonl"
@@ -92,7 +92,7 @@ def _copy_fixture(tmp_path: Path) -> tuple[Path, Path]:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "formablate.cli", *args], capture_output=True, text=True, env=env,
                           timeout=120)
 
 

@@ -1,4 +1,4 @@
-"""The committed pilot passes `harness validate`; breaking any one example in a copy fails it precisely.
+"""The committed pilot passes `formablate validate`; breaking any one example in a copy fails it precisely.
 
 Each mutation breaks one example of a copy of the real data (then re-renders the copy, so
 only the intended rule can fire) and the validator must name the file, the line of that
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from formablate.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "phase9_pilot_300"
@@ -94,7 +94,7 @@ def test_one_broken_example_fails_with_file_line_rule(pilot_copy, tmp_path, caps
     lineno = _mutate(canonical, canonical, example_id, edit)
     canonical_file = str(canonical)
     if rule == "schema":
-        # a schema error stops rendering: `harness render` exits 1 (a rule failed) naming file:line, writes nothing
+        # a schema error stops rendering: `formablate render` exits 1 (a rule failed) naming file:line, writes nothing
         code = main(["render", "--canonical", canonical_file, "--output-dir", str(root / "sft")])
         err = capsys.readouterr().err
         assert code == 1 and f"{canonical_file}:{lineno}: schema:" in err, err

@@ -8,10 +8,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.data.render import compact_answer, expected_ids, records_text, render_all
-from harness.data.rules_rendered import content_problems, record_shape_problem
-from harness.data.schema import DOMAINS, FORMATS, CanonicalExample
-from harness.data.textnorm import contains_content, minify_json, strip_ws
+from formablate.data.render import compact_answer, expected_ids, records_text, render_all
+from formablate.data.rules_rendered import content_problems, record_shape_problem
+from formablate.data.schema import DOMAINS, FORMATS, CanonicalExample
+from formablate.data.textnorm import contains_content, minify_json, strip_ws
 
 _SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.data.context import load_canonical
-from harness.data.filler import CAVEATS, CLOSERS, FILLER_VERSION, OPENERS, PREAMBLES, pad_with_filler
-from harness.data.render import (
+from formablate.data.context import load_canonical
+from formablate.data.filler import CAVEATS, CLOSERS, FILLER_VERSION, OPENERS, PREAMBLES, pad_with_filler
+from formablate.data.render import (
     ALPACA_TEMPLATE,
     ALPACA_TEMPLATE_NO_INPUT,
     EARLIER_HEADER,
@@ -23,10 +23,10 @@ from harness.data.render import (
     render_example,
     render_records,
 )
-from harness.data.rules_rendered import content_problems, record_shape_problem
-from harness.data.schema import FORMATS
-from harness.data.textnorm import strip_ws
-from harness.sandbox import run_python
+from formablate.data.rules_rendered import content_problems, record_shape_problem
+from formablate.data.schema import FORMATS
+from formablate.data.textnorm import strip_ws
+from formablate.sandbox import run_python
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 CANONICAL = FIXTURES / "canonical" / "tiny.jsonl"
@@ -50,7 +50,7 @@ def test_committed_fixture_render_equals_a_fresh_render(examples):
     for fmt in FORMATS:
         fresh = records_text(render_records(list(examples.values()), fmt))
         committed = (FIXTURES / "sft" / "tiny" / f"{fmt}.jsonl").read_text(encoding="utf-8")
-        assert committed == fresh, f"{fmt}: tests/fixtures/data/sft/tiny differs; re-run harness render if intended"
+        assert committed == fresh, f"{fmt}: tests/fixtures/data/sft/tiny differs; re-run formablate render if intended"
 
 
 def test_alpaca_primary_and_follow_up_records(examples):
@@ -166,8 +166,8 @@ def test_every_rendering_is_well_formed_and_content_equivalent(examples):
 
 
 def test_rendered_files_load_as_trainer_records():
-    """The trainer's loader (harness.models.sft_data) takes every rendered format: chat or prompt/completion."""
-    sft_data = pytest.importorskip("harness.models.sft_data")
+    """The trainer's loader (formablate.models.sft_data) takes every rendered format: chat or prompt/completion."""
+    sft_data = pytest.importorskip("formablate.models.sft_data")
     for fmt in FORMATS:
         records, kind = sft_data.load_sft_records(FIXTURES / "sft" / "tiny" / f"{fmt}.jsonl")
         assert kind == ("flat" if fmt == "alpaca_flat" else "chat")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.data import rules_canonical as canon
-from harness.data import rules_rendered as rendered
-from harness.data.context import DatasetContext, load_canonical, load_eval, load_manifest
-from harness.data.render import render_meta, render_records, write_rendered
-from harness.data.validate import RULES, rules, validate
-from harness.errors import DataError, DataFileError, MissingFileError
+from formablate.data import rules_canonical as canon
+from formablate.data import rules_rendered as rendered
+from formablate.data.context import DatasetContext, load_canonical, load_eval, load_manifest
+from formablate.data.render import render_meta, render_records, write_rendered
+from formablate.data.validate import RULES, rules, validate
+from formablate.errors import DataError, DataFileError, MissingFileError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 _spec = importlib.util.spec_from_file_location("fake_checks", FIXTURES / "fake_checks.py")
@@ -178,7 +178,7 @@ def test_constraints_rule_fires_on_an_answer_breaking_its_own_limit(tmp_path):
 
 def test_constraints_rule_without_a_checker_fails_clearly(tmp_path):
     ds = make_dataset(tmp_path, checker=None)
-    ds.checker_error = "the constraint checker harness.judges.checks.check is not available (test)"
+    ds.checker_error = "the constraint checker formablate.judges.checks.check is not available (test)"
     (failure,) = fired(canon.constraints(ds), "constraints")
     assert "not available" in failure.message
 
@@ -240,7 +240,7 @@ def test_prompt_diversity_allows_three_and_flags_four(tmp_path):
                 rows.append(_clone(rows, 7, f"general-00{i + 2}", f"{stem} item number {i}", f"Unrelated answer {i}."))
         return mutate
 
-    from harness.data.contamination import prompt_diversity
+    from formablate.data.contamination import prompt_diversity
 
     def manifest(n):
         return lambda m: (m["domain_counts"].update(general=n), m.update(total=8 + n))
@@ -251,7 +251,7 @@ def test_prompt_diversity_allows_three_and_flags_four(tmp_path):
 
 
 def test_exact_and_near_duplicates(tmp_path):
-    from harness.data.contamination import exact_duplicate, near_duplicate
+    from formablate.data.contamination import exact_duplicate, near_duplicate
 
     def mutate(rows):
         twin = json.loads(json.dumps(rows[7]))
@@ -330,7 +330,7 @@ def test_fresh_render_names_the_line_and_key(good):
     assert rendered.fresh_render(good, "bad_format_control").failures == []
     edit_records(good, "bad_format_control", lambda r: r[6]["messages"][0].update(content="Edited by hand"))
     (failure,) = fired(rendered.fresh_render(good, "bad_format_control"), "fresh_render")
-    assert failure.line == 7 and "key 'messages'" in failure.message and "run harness render" in failure.message
+    assert failure.line == 7 and "key 'messages'" in failure.message and "run formablate render" in failure.message
 
 
 def test_fresh_render_with_another_filler_seed(tmp_path):
@@ -357,7 +357,7 @@ def test_token_length_bound_counter_and_missing_tokenizer(tmp_path):
 
 def test_token_bound_holds_for_a_byte_level_bpe_tokenizer(good):
     """The bound's premise, checked on a real byte-level BPE tokenizer with a ChatML template."""
-    models = pytest.importorskip("harness.models")
+    models = pytest.importorskip("formablate.models")
     counter = rendered.hf_token_counter(models.load_tokenizer("tiny:llama"))
     for fmt in good.manifest.formats:
         for _, rec in good.records(fmt):

@@ -9,13 +9,13 @@ import pytest
 import torch
 from scipy import stats
 
-from harness.cache import Cache
-from harness.config import EvalConfig
-from harness.data.schema import EvalPrompt
-from harness.drift import MIN_STRATUM, _row_kl, cached_kl_from_base, kl_from_base, kl_key, summarize_kl
-from harness.errors import ConfigError
-from harness.generate import prompts_hash
-from harness.models import adapter_target_modules, build_tiny
+from formablate.cache import Cache
+from formablate.config import EvalConfig
+from formablate.data.schema import EvalPrompt
+from formablate.drift import MIN_STRATUM, _row_kl, cached_kl_from_base, kl_from_base, kl_key, summarize_kl
+from formablate.errors import ConfigError
+from formablate.generate import prompts_hash
+from formablate.models import adapter_target_modules, build_tiny
 
 # peft calls a transformers helper that is deprecated in v5; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
@@ -171,7 +171,7 @@ def test_misuse_is_a_clear_error():
 
 
 def test_cached_kl_resumes_and_a_full_hit_loads_nothing(tmp_path, monkeypatch):
-    from harness import drift as drift_mod
+    from formablate import drift as drift_mod
 
     model, tok = sharp_tiny("llama")
     peft_model, _ = with_adapter(model)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from harness.drift import drift_proxies
-from harness.errors import ConfigError
+from formablate.drift import drift_proxies
+from formablate.errors import ConfigError
 
 
 def rec(pid: str, model: str, output: str, tokens: int) -> dict:

@@ -7,11 +7,11 @@ import socket
 import pytest
 import torch
 
-from harness.config import EvalConfig
-from harness.data.schema import EvalPrompt
-from harness.errors import ConfigError
-from harness.generate import encode_prompts, generate, left_pad, length_batches, prompt_seed, render_prompt
-from harness.models import build_tiny
+from formablate.config import EvalConfig
+from formablate.data.schema import EvalPrompt
+from formablate.errors import ConfigError
+from formablate.generate import encode_prompts, generate, left_pad, length_batches, prompt_seed, render_prompt
+from formablate.models import build_tiny
 
 TEXTS = [
     "What is the capital of France?",

@@ -8,11 +8,11 @@ import socket
 import pytest
 import torch
 
-from harness.cache import Cache
-from harness.config import EvalConfig
-from harness.data.schema import EvalPrompt
-from harness.generate import cached_generate, generate, generation_key, prompts_hash
-from harness.models import build_tiny
+from formablate.cache import Cache
+from formablate.config import EvalConfig
+from formablate.data.schema import EvalPrompt
+from formablate.generate import cached_generate, generate, generation_key, prompts_hash
+from formablate.models import build_tiny
 
 
 def make_prompts(n: int = 6) -> list[EvalPrompt]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.config import EvalConfig
-from harness.data.schema import EvalPrompt
-from harness.errors import ConfigError
-from harness.generate import generate, maybe_merge
-from harness.models import adapter_target_modules, build_tiny
+from formablate.config import EvalConfig
+from formablate.data.schema import EvalPrompt
+from formablate.errors import ConfigError
+from formablate.generate import generate, maybe_merge
+from formablate.models import adapter_target_modules, build_tiny
 
 
 def make_prompts(n: int = 6) -> list[EvalPrompt]:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.config import EvalConfig
-from harness.data.schema import EvalPrompt
-from harness.drift import kl_from_base
-from harness.generate import generate, maybe_merge
-from harness.models import adapter_target_modules, load_base
+from formablate.config import EvalConfig
+from formablate.data.schema import EvalPrompt
+from formablate.drift import kl_from_base
+from formablate.generate import generate, maybe_merge
+from formablate.models import adapter_target_modules, load_base
 
 pytestmark = [
     pytest.mark.slow,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-from harness.errors import ConfigError
-from harness.generate import TOP_P_CANDIDATES, PerRowSampler, sample_rows, top_p_keep
+from formablate.errors import ConfigError
+from formablate.generate import TOP_P_CANDIDATES, PerRowSampler, sample_rows, top_p_keep
 
 
 def hf_distribution(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.data.constraints import CONSTRAINT_KINDS
-from harness.judges.checks import ConstraintError, check, check_all, json_match, numbers_in, python_identifiers
+from formablate.data.constraints import CONSTRAINT_KINDS
+from formablate.judges.checks import ConstraintError, check, check_all, json_match, numbers_in, python_identifiers
 
 FIB = "```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n```"
 FIB_TESTS = "assert fib(0) == 0\nassert fib(10) == 55"
@@ -155,7 +155,7 @@ def test_identifier_style_needs_parseable_code():
 
 
 def test_check_all_keeps_order_and_accepts_models():
-    from harness.data.constraints import MaxWords, NoCodeFence
+    from formablate.data.constraints import MaxWords, NoCodeFence
 
     results = check_all([MaxWords(n=3), NoCodeFence()], "one two")
     assert [r.kind for r in results] == ["max_words", "no_code_fence"] and all(r.passed for r in results)

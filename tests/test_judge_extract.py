@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.judges.extract import extract_code, extract_json, fenced_blocks, fences_balanced
+from formablate.judges.extract import extract_code, extract_json, fenced_blocks, fences_balanced
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,8 @@ def test_references_score_at_the_top():
 
 def test_bar_detects_a_bad_answer():
     # The bar must be able to fail: a wrong answer to a real-shaped prompt is below it.
-    from harness.data.schema import EvalPrompt
-    from harness.judges import RubricJudge
+    from formablate.data.schema import EvalPrompt
+    from formablate.judges import RubricJudge
 
     p = EvalPrompt.model_validate({
         "id": "eval-reasoning-001", "category": "reasoning",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from harness.data.schema import EvalPrompt
-from harness.judges import (
+from formablate.data.schema import EvalPrompt
+from formablate.judges import (
     DIMENSIONS,
     JUDGE_VERSION,
     Judgment,
@@ -15,7 +15,7 @@ from harness.judges import (
     Scores,
     compare_judgments,
 )
-from harness.sandbox import SandboxOptions
+from formablate.sandbox import SandboxOptions
 
 
 def prompt(category: str, user: str, constraints: list[dict], reference: str, pid: int = 1) -> EvalPrompt:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.judges.agreement import (
+from formablate.judges.agreement import (
     agreement_markdown,
     coverage_by_model,
     coverage_line,
@@ -12,8 +12,8 @@ from harness.judges.agreement import (
     position_consistency,
     unscored_kind,
 )
-from harness.judges.records import DIMENSIONS, Judgment, OrderVerdict, PairwiseJudgment, Scores
-from harness.results import JudgeCoverage
+from formablate.judges.records import DIMENSIONS, Judgment, OrderVerdict, PairwiseJudgment, Scores
+from formablate.results import JudgeCoverage
 
 CATEGORIES = ["json", "coding", "factual"]
 MODELS = ["base", "alpaca_flat", "multi_turn_concise", "structured_terse"]

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from llmjudge_server import ScriptedChatServer, eval_prompt
 
-from harness.cache import Cache
-from harness.config import JudgeConfig
-from harness.errors import JudgeError
-from harness.io import atomic_write_text
-from harness.judges.agreement import coverage_by_model, coverage_line, position_consistency
-from harness.judges.openai_judge import POINTWISE_KIND, OpenAIJudge
-from harness.judges.records import Judgment
-from harness.results import ModelResult, PromptRow
+from formablate.cache import Cache
+from formablate.config import JudgeConfig
+from formablate.errors import JudgeError
+from formablate.io import atomic_write_text
+from formablate.judges.agreement import coverage_by_model, coverage_line, position_consistency
+from formablate.judges.openai_judge import POINTWISE_KIND, OpenAIJudge
+from formablate.judges.records import Judgment
+from formablate.results import ModelResult, PromptRow
 
 KEY = "sk-cache-test-5b1d0e8f7a2c4d6e"
 ENV = "LLMJ_CACHE_KEY"

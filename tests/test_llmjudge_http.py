@@ -7,11 +7,11 @@ import time
 import pytest
 from llmjudge_server import ScriptedChatServer, eval_prompt
 
-from harness.config import JudgeConfig
-from harness.errors import JudgeError
-from harness.judges.openai_judge import OpenAIJudge
-from harness.judges.records import DIMENSIONS, Judgment
-from harness.judges.rubric import WEIGHTS
+from formablate.config import JudgeConfig
+from formablate.errors import JudgeError
+from formablate.judges.openai_judge import OpenAIJudge
+from formablate.judges.records import DIMENSIONS, Judgment
+from formablate.judges.rubric import WEIGHTS
 
 KEY = "sk-http-test-7f3a9c1e55d04b2a"
 ENV = "LLMJ_HTTP_KEY"

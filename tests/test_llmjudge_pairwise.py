@@ -7,11 +7,11 @@ import re
 import pytest
 from llmjudge_server import ScriptedChatServer, eval_prompt
 
-from harness.cache import Cache
-from harness.config import JudgeConfig
-from harness.judges.agreement import position_consistency
-from harness.judges.openai_judge import OpenAIJudge
-from harness.judges.prompts import PAIRWISE
+from formablate.cache import Cache
+from formablate.config import JudgeConfig
+from formablate.judges.agreement import position_consistency
+from formablate.judges.openai_judge import OpenAIJudge
+from formablate.judges.prompts import PAIRWISE
 
 KEY = "sk-pairwise-test-c0ffee1234"
 ENV = "LLMJ_PAIR_KEY"

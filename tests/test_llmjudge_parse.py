@@ -7,10 +7,10 @@ import email.utils
 import pytest
 from llmjudge_server import eval_prompt
 
-from harness.config import JudgeConfig
-from harness.errors import JudgeError
-from harness.judges.openai_judge import OpenAIJudge, parse_retry_after, sanitize_base_url
-from harness.judges.prompts import (
+from formablate.config import JudgeConfig
+from formablate.errors import JudgeError
+from formablate.judges.openai_judge import OpenAIJudge, parse_retry_after, sanitize_base_url
+from formablate.judges.prompts import (
     ANCHORS,
     PAIRWISE,
     POINTWISE,
@@ -23,7 +23,7 @@ from harness.judges.prompts import (
     pointwise_messages,
     pointwise_schema,
 )
-from harness.judges.records import DIMENSIONS
+from formablate.judges.records import DIMENSIONS
 
 KEY = "sk-unit-0123456789abcdef"
 CFG = JudgeConfig(kind="openai", model="judge-m", base_url="http://127.0.0.1:9/v1", api_key_env="LLMJ_UNIT_KEY")

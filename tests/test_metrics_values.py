@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from harness.data.schema import EvalPrompt
-from harness.metrics import (
+from formablate.data.schema import EvalPrompt
+from formablate.metrics import (
     SLOP_VERSION,
     aggregate_metrics,
     is_abstention,

@@ -12,10 +12,10 @@ import math
 import pytest
 import torch
 
-from harness.config import ExperimentConfig
-from harness.models import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_TRAINING_TEMPLATE, adapter_target_modules, load_base
-from harness.models.sft_data import load_sft_dataset
-from harness.train import fit_adapter
+from formablate.config import ExperimentConfig
+from formablate.models import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_TRAINING_TEMPLATE, adapter_target_modules, load_base
+from formablate.models.sft_data import load_sft_dataset
+from formablate.train import fit_adapter
 
 CHAT = [
     {

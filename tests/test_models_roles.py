@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness.errors import ConfigError
-from harness.models import adapter_target_modules, build_tiny, linear_module_suffixes
+from formablate.errors import ConfigError
+from formablate.models import adapter_target_modules, build_tiny, linear_module_suffixes
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import ModelConfig
-from harness.errors import ConfigError, ModelSourceError
-from harness.models import (
+from formablate.config import ModelConfig
+from formablate.errors import ConfigError, ModelSourceError
+from formablate.models import (
     build_tiny,
     load_base,
     load_tokenizer,
@@ -23,7 +23,7 @@ from harness.models import (
     parse_source,
     resolve_device,
 )
-from harness.models import packaged as packaged_mod
+from formablate.models import packaged as packaged_mod
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -199,7 +199,7 @@ def test_missing_wheel_says_what_to_install(monkeypatch):
 
 def test_find_converted_trusts_only_a_complete_entry_whose_key_matches(tmp_path):
     """The dataset gate reads the tokenizer from the converted copy only when the cache key matches."""
-    from harness.cache import Cache, cache_key
+    from formablate.cache import Cache, cache_key
 
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF not really")

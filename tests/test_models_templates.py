@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.errors import ConfigError
-from harness.models import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_TRAINING_TEMPLATE, build_tiny_tokenizer, training_chat_template
-from harness.models.templates import has_generation_markers, trl_chat_template
+from formablate.errors import ConfigError
+from formablate.models import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_TRAINING_TEMPLATE, build_tiny_tokenizer, training_chat_template
+from formablate.models.templates import has_generation_markers, trl_chat_template
 
 # any text a dataset may hold: newlines, Jinja-looking braces, ChatML-looking markers, non-ASCII
 _text = st.lists(

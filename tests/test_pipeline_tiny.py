@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import load_experiment
-from harness.pipeline import BASE_NAME, Pipeline, build_results
-from harness.results import Results, load_results, write_results
-from harness.verdicts import evaluate_all
+from formablate.config import load_experiment
+from formablate.pipeline import BASE_NAME, Pipeline, build_results
+from formablate.results import Results, load_results, write_results
+from formablate.verdicts import evaluate_all
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,11 +93,11 @@ def test_second_run_is_served_from_cache_without_loading_a_model(first, tiny_cfg
     def no_model(*a, **k):
         raise AssertionError("a model was loaded on a fully cached run")
 
-    import harness.models
-    import harness.models.sources
+    import formablate.models
+    import formablate.models.sources
 
-    monkeypatch.setattr(harness.models.sources, "load_base", no_model)
-    monkeypatch.setattr(harness.models, "load_base", no_model)
+    monkeypatch.setattr(formablate.models.sources, "load_base", no_model)
+    monkeypatch.setattr(formablate.models, "load_base", no_model)
     again = build_results(tiny_cfg, progress=False)
     strip = lambda r: json.dumps([m.model_dump() for m in r.models], sort_keys=True)  # noqa: E731
     assert strip(again) == strip(results)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.pipeline import worker_threads, xdist_worker
+from formablate.pipeline import worker_threads, xdist_worker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER = r"""
 import json, sys, time
 from pathlib import Path
-from harness.config import load_experiment
-from harness.pipeline import build_results
+from formablate.config import load_experiment
+from formablate.pipeline import build_results
 cfg = load_experiment(sys.argv[1])
 Path(sys.argv[2]).touch()
 while not Path(sys.argv[3]).exists():
@@ -78,7 +78,7 @@ def test_two_workers_share_the_arms_and_agree(four_arm_cfg, tmp_path):
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
 
-    trained = [{line.split("[harness] ", 1)[1].split(":", 1)[0] for line in err.splitlines() if "trained in" in line}
+    trained = [{line.split("[formablate] ", 1)[1].split(":", 1)[0] for line in err.splitlines() if "trained in" in line}
                for _, err in outs]
     everything = {f"{fmt}_{kind}@s42" for fmt in ("multi_turn_concise", "alpaca_flat")
                   for kind in ("quality", "surgical")}
@@ -106,14 +106,14 @@ def test_xdist_worker_and_threads(monkeypatch):
 
 
 def test_caches_built_apart_merge_into_a_run_that_loads_no_model(four_arm_cfg, tmp_path, monkeypatch, capsys):
-    """Two machines, two caches, `harness build` of disjoint arms; merged by copying, the full run is all hits."""
+    """Two machines, two caches, `formablate build` of disjoint arms; merged by copying, the full run is all hits."""
     import shutil
 
-    import harness.models
-    import harness.models.sources
-    from harness.cli import main
-    from harness.config import load_experiment
-    from harness.pipeline import build_results
+    import formablate.models
+    import formablate.models.sources
+    from formablate.cli import main
+    from formablate.config import load_experiment
+    from formablate.pipeline import build_results
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
@@ -131,8 +131,8 @@ def test_caches_built_apart_merge_into_a_run_that_loads_no_model(four_arm_cfg, t
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded although the merged cache holds everything")
 
-    monkeypatch.setattr(harness.models.sources, "load_base", no_model)
-    monkeypatch.setattr(harness.models, "load_base", no_model)
+    monkeypatch.setattr(formablate.models.sources, "load_base", no_model)
+    monkeypatch.setattr(formablate.models, "load_base", no_model)
     cfg = load_experiment(four_arm_cfg).model_copy(update={"cache_dir": str(merged)})
     results = build_results(cfg, progress=False)
     assert [m.name for m in results.models] == ["base", *(f"{arm}@s42" for arm in arms)]

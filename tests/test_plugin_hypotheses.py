@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.synthetic import synthetic_results
-from harness.config import StatsConfig, find_repo_root
-from harness.plugin import VERDICT_PROPERTY
-from harness.results import Results, load_results, write_results
-from harness.verdicts import evaluate_all
+from formablate.fixtures.synthetic import synthetic_results
+from formablate.config import StatsConfig, find_repo_root
+from formablate.plugin import VERDICT_PROPERTY
+from formablate.results import Results, load_results, write_results
+from formablate.verdicts import evaluate_all
 
 pytest_plugins = ["pytester"]
 
@@ -39,7 +39,7 @@ def replay_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def full_run(replay_file: Path) -> dict[str, dict]:
-    """The verdicts of a run of all seven, as `harness verdicts` computes them from the file."""
+    """The verdicts of a run of all seven, as `formablate verdicts` computes them from the file."""
     return {v.id: v.summary() for v in evaluate_all(load_results(replay_file))}
 
 
@@ -61,10 +61,10 @@ def _verdicts(reprec) -> dict[str, dict]:
 
 
 def test_there_is_one_module_per_hypothesis_with_the_preregistered_claim():
-    import harness.plugin
-    from harness.hypotheses import HYPOTHESES, HYPOTHESIS_IDS
+    import formablate.plugin
+    from formablate.hypotheses import HYPOTHESES, HYPOTHESIS_IDS
 
-    assert harness.plugin._IDS == HYPOTHESIS_IDS  # the plugin keeps its own copy to stay import-light
+    assert formablate.plugin._IDS == HYPOTHESIS_IDS  # the plugin keeps its own copy to stay import-light
 
     assert [p.name[:8] for p in EXPERIMENTS] == [f"test_h{i}_" for i in range(1, 8)]
     for path in EXPERIMENTS:
@@ -72,7 +72,7 @@ def test_there_is_one_module_per_hypothesis_with_the_preregistered_claim():
         hid = "H" + path.name[6]
         ns: dict = {}
         exec(compile(text, str(path), "exec"), ns)
-        assert ns["CLAIM"] == HYPOTHESES[hid].claim, f"{path.name}: CLAIM drifted from harness.hypotheses.spec"
+        assert ns["CLAIM"] == HYPOTHESES[hid].claim, f"{path.name}: CLAIM drifted from formablate.hypotheses.spec"
         doc = ns["__doc__"]
         assert "Claim (stated before any data)" in doc and "Decision" in doc and "Test:" in doc, path.name
         # The docstring states the claim before any code runs: it is the module's first statement.
@@ -85,11 +85,11 @@ def test_k_selects_one_hypothesis_and_reports_only_it(experiments, replay_file, 
     result.assert_outcomes(failed=1, deselected=6)
     result.stdout.fnmatch_lines([
         "*test_h6_terse_structured.py::test_h6_terse_beats_verbose_on_structured_tasks REJECTED*",
-        "*harness verdicts*",
+        "*formablate verdicts*",
         "H6 *REJECTED *failed*structured terse wins on structured tasks",
         f"report: {out}/report.md*",
     ])
-    summary = result.stdout.str().split("harness verdicts")[1]
+    summary = result.stdout.str().split("formablate verdicts")[1]
     assert not any(line.startswith(("H1 ", "H4 ")) for line in summary.splitlines())
     recorded = _verdicts(result.reprec)
     assert set(recorded) == {"H6"}
@@ -129,7 +129,7 @@ def test_verdict_words_outcomes_and_summary(experiments, replay_file, full_run, 
 
 
 class _FakePipeline:
-    """Stands in for harness.pipeline: records what it was asked to build, returns synthetic results for it."""
+    """Stands in for formablate.pipeline: records what it was asked to build, returns synthetic results for it."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], bool]] = []
@@ -144,9 +144,9 @@ class _FakePipeline:
 @pytest.fixture
 def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> _FakePipeline:
     fake = _FakePipeline()
-    module = types.ModuleType("harness.pipeline")
+    module = types.ModuleType("formablate.pipeline")
     module.build_results = fake.build_results
-    monkeypatch.setitem(sys.modules, "harness.pipeline", module)
+    monkeypatch.setitem(sys.modules, "formablate.pipeline", module)
     return fake
 
 
@@ -159,7 +159,7 @@ def test_live_run_builds_only_what_the_selected_hypothesis_needs(experiments, fa
     written = load_results(tmp_path / "results.json")
     assert sorted(m.name for m in written.models) == ["alpaca_flat", "base", "multi_turn_concise"]
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
-    from harness.config import load_experiment
+    from formablate.config import load_experiment
 
     steps = load_experiment(config).train.max_steps
     assert "Live run" in md and "format_ablation_cpu.yaml" in md and f"- **steps**: {steps}" in md
@@ -173,15 +173,15 @@ def test_a_test_that_asks_for_no_arm_builds_nothing(pytester, fake_pipeline, tmp
     result.assert_outcomes(passed=1)
     assert fake_pipeline.calls == []
     assert not (tmp_path / "report.md").exists()
-    assert "harness verdicts" not in result.stdout.str()
+    assert "formablate verdicts" not in result.stdout.str()
 
 
 def test_missing_pipeline_is_a_clear_error(experiments, monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "harness.pipeline", None)  # as if harness/pipeline.py did not exist
+    monkeypatch.setitem(sys.modules, "formablate.pipeline", None)  # as if formablate/pipeline.py did not exist
     config = ROOT / "experiments" / "configs" / "format_ablation_cpu.yaml"
     result = experiments.runpytest("-k", "H4", "--experiment", str(config), "--report-dir", str(tmp_path))
     result.assert_outcomes(failed=1, deselected=6)
-    result.stdout.fnmatch_lines(["*NotImplementedYet: the live pipeline (harness.pipeline.build_results)*",
+    result.stdout.fnmatch_lines(["*NotImplementedYet: the live pipeline (formablate.pipeline.build_results)*",
                                  "*--results FILE*", "*report not written: no results*"])
     assert not (tmp_path / "report.md").exists()
 
@@ -225,11 +225,11 @@ def test_the_hypothesis_librarys_bare_marker_is_left_alone(pytester):
     result = pytester.runpytest("-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_property_like PASSED*"])
-    assert "harness verdicts" not in result.stdout.str()
+    assert "formablate verdicts" not in result.stdout.str()
 
 
 def test_replay_data_is_restricted_to_the_hypothesis_arms():
-    from fixtures.provider import merge_results, required_models, restrict
+    from formablate.fixtures.provider import merge_results, required_models, restrict
 
     seed = load_results(ROOT / "data" / "reference" / "seed_phase9_results.json")
     assert required_models("H5", seed) == (["surgical_bsmagpie", "quality_bsmagpie"], True)

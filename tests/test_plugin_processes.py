@@ -3,8 +3,8 @@
 Both run pytest in a subprocess (a fresh interpreter, so ``sys.modules``
 tells the truth about what was imported). A conftest in the pytester
 directory makes the evidence: every process (controller and workers) writes
-which heavy modules it imported; ``harness.pipeline`` is replaced by a module
-that fails if it is ever used; and ``harness.report.write_report`` is
+which heavy modules it imported; ``formablate.pipeline`` is replaced by a module
+that fails if it is ever used; and ``formablate.report.write_report`` is
 wrapped to log which process called it.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.synthetic import synthetic_results
-from harness.config import StatsConfig, find_repo_root
-from harness.results import load_results, write_results
+from formablate.fixtures.synthetic import synthetic_results
+from formablate.config import StatsConfig, find_repo_root
+from formablate.results import load_results, write_results
 
 pytest_plugins = ["pytester"]
 
@@ -34,12 +34,12 @@ LOG = Path(os.environ["HARNESS_TEST_LOG"])
 
 
 def _refuse(*args, **kwargs):
-    raise AssertionError("harness.pipeline.build_results was called during a replay")
+    raise AssertionError("formablate.pipeline.build_results was called during a replay")
 
 
-_pipeline = types.ModuleType("harness.pipeline")
+_pipeline = types.ModuleType("formablate.pipeline")
 _pipeline.build_results = _refuse
-sys.modules["harness.pipeline"] = _pipeline
+sys.modules["formablate.pipeline"] = _pipeline
 
 
 def _who(config):
@@ -48,16 +48,16 @@ def _who(config):
 
 
 def pytest_configure(config):
-    import harness.report
+    import formablate.report
 
-    real = harness.report.write_report
+    real = formablate.report.write_report
 
     def logged(*args, **kwargs):
         with open(LOG / "writes.log", "a") as fh:
             fh.write(_who(config) + "\\n")
         return real(*args, **kwargs)
 
-    harness.report.write_report = logged
+    formablate.report.write_report = logged
 
 
 def pytest_sessionfinish(session):
@@ -108,6 +108,6 @@ def test_xdist_verdicts_reach_the_controller_and_one_report_is_written(replay_di
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     for hid, word in [("H1", "CONFIRMED"), ("H4", "INCONCLUSIVE"), ("H6", "REJECTED"), ("H7", "CONFIRMED")]:
         assert f"### {hid} - " in md and f": {word} (test: " in md
-    result.stdout.fnmatch_lines(["*harness verdicts*", "H1 *CONFIRMED *passed*", "H6 *REJECTED *failed*",
+    result.stdout.fnmatch_lines(["*formablate verdicts*", "H1 *CONFIRMED *passed*", "H6 *REJECTED *failed*",
                                  f"report: {tmp_path}/report.md*"])
     assert load_results(tmp_path / "results.json").experiment == "synthetic-demo"

@@ -1,4 +1,4 @@
-"""`harness report` and `harness verdicts` through the CLI: files written, exit codes, clear errors."""
+"""`formablate report` and `formablate verdicts` through the CLI: files written, exit codes, clear errors."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-from fixtures.synthetic import synthetic_results
-from harness.cli import main
-from harness.config import StatsConfig, find_repo_root
-from harness.results import write_results
+from formablate.fixtures.synthetic import synthetic_results
+from formablate.cli import main
+from formablate.config import StatsConfig, find_repo_root
+from formablate.results import write_results
 
 ROOT = find_repo_root(Path(__file__).parent)
 SEED = ROOT / "data" / "reference" / "seed_phase9_results.json"
@@ -24,7 +24,7 @@ def test_report_of_the_seed_reference_directory(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"wrote {md} and {html}" in out and "H4 INCONCLUSIVE" in out
     text = md.read_text(encoding="utf-8")
-    assert "seed-phase9-format-ablation" in text and "Written by `harness report`" in text
+    assert "seed-phase9-format-ablation" in text and "Written by `formablate report`" in text
     assert (md.parent / "09-loss-vs-quality.png").is_file()
     assert "data:image/png;base64," in html.read_text(encoding="utf-8")
     assert not (src / "results.json").exists()  # the CLI reads a results file; it does not write one

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.synthetic import synthetic_results, synthetic_samples
-from harness.config import StatsConfig, find_repo_root, load_experiment
-from harness.io import atomic_write_jsonl
-from harness.report import RunInfo, build_tables, select_samples, write_report
-from harness.report.plots import category_heatmap_png, loss_vs_quality_png
-from harness.report.samples import MAX_SAMPLES, MIN_SAMPLES, load_samples
-from harness.results import load_results
-from harness.verdicts import evaluate_all
+from formablate.fixtures.synthetic import synthetic_results, synthetic_samples
+from formablate.config import StatsConfig, find_repo_root, load_experiment
+from formablate.io import atomic_write_jsonl
+from formablate.report import RunInfo, build_tables, select_samples, write_report
+from formablate.report.plots import category_heatmap_png, loss_vs_quality_png
+from formablate.report.samples import MAX_SAMPLES, MIN_SAMPLES, load_samples
+from formablate.results import load_results
+from formablate.verdicts import evaluate_all
 
 ROOT = find_repo_root(Path(__file__).parent)
 SEED = ROOT / "data" / "reference" / "seed_phase9_results.json"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import DataFileError, MissingFileError
-from harness.results import ModelResult, PromptRow, Results, arm_content, load_results, write_results
+from formablate.errors import DataFileError, MissingFileError
+from formablate.results import ModelResult, PromptRow, Results, arm_content, load_results, write_results
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference" / "seed_phase9_results.json"
 

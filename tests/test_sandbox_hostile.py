@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sandbox import SandboxOptions, SandboxResult, run_python
+from formablate.sandbox import SandboxOptions, SandboxResult, run_python
 
 STDLIB = sysconfig.get_paths()["stdlib"]  # readable inside the sandbox, never writable
 

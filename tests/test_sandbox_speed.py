@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from harness.judges.checks import check
+from formablate.judges.checks import check
 
 FIB = "```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n```"
 CONSTRAINT = {"kind": "python_tests", "tests": "assert fib(10) == 55\nassert [fib(i) for i in range(5)] == [0, 1, 1, 2, 3]"}

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from harness.stats import (
+from formablate.stats import (
     StatsInputError,
     count_outcomes,
     mde_paired_mean,

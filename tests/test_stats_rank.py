@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize, stats
 
-from harness.stats import (
+from formablate.stats import (
     StatsInputError,
     holm,
     length_controlled_win_rate,

@@ -12,8 +12,8 @@ from pathlib import Path
 WORKER = r"""
 import json, sys, time
 from pathlib import Path
-from harness.config import ExperimentConfig
-from harness.train import train_arm
+from formablate.config import ExperimentConfig
+from formablate.train import train_arm
 
 cfg = ExperimentConfig.model_validate_json(Path(sys.argv[1]).read_text())
 here = Path(sys.argv[2])
@@ -87,6 +87,6 @@ def test_two_processes_train_an_arm_once(tmp_path):
     assert sorted(r["built"] for r in results) == [False, True], results
     assert results[0]["path"] == results[1]["path"] and results[0]["meta_key"] == results[1]["meta_key"]
     assert results[0]["heldout"] == results[1]["heldout"]
-    entries = [p for p in (tmp_path / ".cache" / "harness" / "adapters").iterdir() if p.is_dir()]
+    entries = [p for p in (tmp_path / ".cache" / "formablate" / "adapters").iterdir() if p.is_dir()]
     assert [p.name for p in entries] == [results[0]["meta_key"]], "a temp or stale directory was left behind"
     assert Path(results[0]["path"], "adapter_model.safetensors").is_file()

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cache import Cache
-from harness.config import ExperimentConfig
-from harness.errors import CacheError, DataError
-from harness.models import adapter_target_modules, load_base
-from harness.models.heldout import heldout_examples
-from harness.models.sft_data import load_heldout_prompts, load_sft_dataset
-from harness import train as train_mod
-from harness.train import adapter_key, base_heldout, fit_adapter, heldout_loss, load_adapter, train_arm
+from formablate.cache import Cache
+from formablate.config import ExperimentConfig
+from formablate.errors import CacheError, DataError
+from formablate.models import adapter_target_modules, load_base
+from formablate.models.heldout import heldout_examples
+from formablate.models.sft_data import load_heldout_prompts, load_sft_dataset
+from formablate import train as train_mod
+from formablate.train import adapter_key, base_heldout, fit_adapter, heldout_loss, load_adapter, train_arm
 
 CHAT = [
     {
@@ -332,7 +332,7 @@ def test_bad_training_data_names_file_and_line(make_cfg, tmp_path):
 
 
 def test_checkpointing_auto_is_on_for_a_cpu_only_and_reaches_the_trainer(make_cfg):
-    from harness.models.fit import resolve_checkpointing
+    from formablate.models.fit import resolve_checkpointing
 
     assert resolve_checkpointing("auto", "cpu") is True
     assert resolve_checkpointing("auto", "cuda") is False

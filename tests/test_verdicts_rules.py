@@ -7,11 +7,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from harness.config import ExperimentConfig, StatsConfig
-from harness.data.schema import EVAL_CATEGORIES, FORMATS
-from harness.hypotheses import arm_views, requires
-from harness.results import Results
-from harness.verdicts import evaluate_all
+from formablate.config import ExperimentConfig, StatsConfig
+from formablate.data.schema import EVAL_CATEGORIES, FORMATS
+from formablate.hypotheses import arm_views, requires
+from formablate.results import Results
+from formablate.verdicts import evaluate_all
 
 CFG = StatsConfig(bootstrap_resamples=300, permutations=2000, seed=5)
 CONTENT = "phase9_pilot_300"

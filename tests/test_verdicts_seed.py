@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.results import load_results
-from harness.verdicts import add_verdicts_arguments, evaluate_all, render_table, render_verdict, verdicts_command
+from formablate.results import load_results
+from formablate.verdicts import add_verdicts_arguments, evaluate_all, render_table, render_verdict, verdicts_command
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference" / "seed_phase9_results.json"
 
@@ -116,9 +116,9 @@ def test_seed_pearson_is_positive_too():
 
 
 def test_subcommand_registration_follows_the_cli_convention(capsys):
-    from harness import verdicts
+    from formablate import verdicts
 
-    parser = argparse.ArgumentParser(prog="harness")
+    parser = argparse.ArgumentParser(prog="formablate")
     sub = parser.add_subparsers(dest="command", required=True)
     verdicts.add_parser(sub)
     args = parser.parse_args(["verdicts", "--results", str(REFERENCE), "--only", "H4"])

@@ -1,0 +1,53 @@
+"""`formablate build`: train, generate and judge some arms into the cache, without running any test.
+
+For work split across machines: each machine builds its own arms into its own cache (or a
+shared one), the caches are merged (entries are content-addressed and complete-or-absent, so
+``rsync -a --ignore-existing A/ B/`` is a correct merge), and a last ``pytest experiments`` on
+the merged cache is served from it, loading no model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from formablate.config import DEFAULT_EXPERIMENT, find_repo_root, load_experiment
+from formablate.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "build",
+        help="train, generate and judge arms into the cache (no tests)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--experiment", default=None, metavar="CONFIG",
+                   help=f"experiment config (default: {DEFAULT_EXPERIMENT} of the repository)")
+    p.add_argument("--arms", default=None, metavar="A,B",
+                   help="comma-separated arm names (default: every arm of the config)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR", help="cache root (default: the config's cache_dir)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from formablate.cache import Cache
+    from formablate.pipeline import BASE_NAME, Pipeline
+
+    path = Path(args.experiment) if args.experiment else find_repo_root(Path.cwd()) / DEFAULT_EXPERIMENT
+    cfg = load_experiment(path)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else [a.name for a in cfg.arms]
+    if not arms:
+        raise ConfigError(f"--arms {args.arms!r} names no arm; the config has {[a.name for a in cfg.arms]}")
+    cache = Cache(Path(args.cache_dir).resolve()) if args.cache_dir else None
+    pipe = Pipeline(cfg, cache=cache, progress=not args.quiet)
+    runs = pipe.materialise(arms)
+    base = pipe.base_run()
+    print(f"cache: {pipe.cache.root}")
+    for r in [base, *runs]:
+        what = "base model" if r.name == BASE_NAME else f"adapter {r.model_key[:12]}"
+        print(f"{r.name}: {what}, {len(r.generations)} replies, {len(r.judgments)} judgments")
+    return 0

@@ -1,6 +1,0 @@
-"""harness: a pytest experiment harness for SFT data-format ablations on small language models."""
-
-from harness.errors import HarnessError
-
-__all__ = ["HarnessError", "__version__"]
-__version__ = "0.1.0"
