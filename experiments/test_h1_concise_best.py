@@ -14,8 +14,8 @@ Smallest effect: stats.smallest_effect judge points (0.25), on each point estima
 Decision: CONFIRMED only if every comparison is; REJECTED if some other format is significantly better
 than concise (K x the smallest opposing p, Holm-adjusted); otherwise INCONCLUSIVE.
 
-Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
-(training seeds averaged per prompt first); Holm across the fixed family H1-H7 at stats.alpha (0.05),
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE, stated once for every hypothesis): the unit of resampling is the eval prompt
+(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha (0.05),
 hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or
 above the smallest effect of interest; REJECTED needs the binding component significantly on the other
@@ -26,13 +26,14 @@ caps the verdict at INCONCLUSIVE.
 
 from __future__ import annotations
 
-import pytest
+from formablate import hypothesis, paired
 
 CLAIM = "multi_turn_concise beats each other format on judge overall (same content, quality adapters)."
+OTHERS = ("alpaca_flat", "single_turn_chat", "multi_turn_verbose", "structured_terse", "bad_format_control")
 
 
-@pytest.mark.hypothesis(id="H1", claim=CLAIM)
-def test_h1_multi_turn_concise_beats_every_other_format(hypothesis_data, record_verdict):
-    """Concise minus each other format, paired over prompts; all must clear the rule."""
-    data = hypothesis_data("H1")
-    record_verdict(data.verdict())
+@hypothesis("H1", claim=CLAIM, title="multi-turn concise is the best format")
+def test_h1_multi_turn_concise_beats_every_other_format(data):
+    """Concise minus each other format present, paired over prompts; all must clear the rule."""
+    concise = data.format_arm("multi_turn_concise")
+    return [paired(concise, other, on="judge.overall") for other in data.format_arms(*OTHERS)]

@@ -11,8 +11,8 @@ paired bootstrap interval stratified by category (Wilcoxon zsplit as a robustnes
 Smallest effect: stats.smallest_effect judge points (0.25), on the point estimate.
 Decision: the common rule below with one component.
 
-Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
-(training seeds averaged per prompt first); Holm across the fixed family H1-H7 at stats.alpha (0.05),
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE, stated once for every hypothesis): the unit of resampling is the eval prompt
+(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha (0.05),
 hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or
 above the smallest effect of interest; REJECTED needs the binding component significantly on the other
@@ -23,13 +23,12 @@ caps the verdict at INCONCLUSIVE.
 
 from __future__ import annotations
 
-import pytest
+from formablate import hypothesis, paired
 
 CLAIM = "multi_turn_concise beats alpaca_flat on judge overall when both are rendered from the same content."
 
 
-@pytest.mark.hypothesis(id="H2", claim=CLAIM)
-def test_h2_concise_beats_alpaca_on_same_content(hypothesis_data, record_verdict):
+@hypothesis("H2", claim=CLAIM, title="format, not only content")
+def test_h2_format_not_only_content(data):
     """Concise minus alpaca_flat on the same content, paired over prompts."""
-    data = hypothesis_data("H2")
-    record_verdict(data.verdict())
+    return paired(data.format_arm("multi_turn_concise"), data.format_arm("alpaca_flat"), on="judge.overall")

@@ -11,8 +11,8 @@ paired bootstrap interval stratified by category (Wilcoxon zsplit as a robustnes
 Smallest effect: stats.smallest_effect judge points (0.25), on the point estimate.
 Decision: the common rule below with one component.
 
-Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
-(training seeds averaged per prompt first); Holm across the fixed family H1-H7 at stats.alpha (0.05),
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE, stated once for every hypothesis): the unit of resampling is the eval prompt
+(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha (0.05),
 hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or
 above the smallest effect of interest; REJECTED needs the binding component significantly on the other
@@ -23,13 +23,12 @@ caps the verdict at INCONCLUSIVE.
 
 from __future__ import annotations
 
-import pytest
+from formablate import hypothesis, paired
 
 CLAIM = "multi_turn_concise beats multi_turn_verbose on judge overall."
 
 
-@pytest.mark.hypothesis(id="H3", claim=CLAIM)
-def test_h3_concise_beats_verbose(hypothesis_data, record_verdict):
+@hypothesis("H3", claim=CLAIM, title="dense beats verbose")
+def test_h3_dense_beats_verbose(data):
     """Concise minus verbose, paired over prompts."""
-    data = hypothesis_data("H3")
-    record_verdict(data.verdict())
+    return paired(data.format_arm("multi_turn_concise"), data.format_arm("multi_turn_verbose"), on="judge.overall")

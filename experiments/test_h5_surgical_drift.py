@@ -16,8 +16,8 @@ Decision: CONFIRMED iff every pair shows significantly lower KL and non-inferior
 REJECTED iff some pair shows significantly higher KL for surgical or JSON validity significantly below
 the margin; otherwise INCONCLUSIVE. H5 does not rest on the judge.
 
-Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
-(training seeds averaged per prompt first); Holm across the fixed family H1-H7 at stats.alpha (0.05),
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE, stated once for every hypothesis): the unit of resampling is the eval prompt
+(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha (0.05),
 hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or
 above the smallest effect of interest; REJECTED needs the binding component significantly on the other
@@ -28,16 +28,21 @@ caps the verdict at INCONCLUSIVE.
 
 from __future__ import annotations
 
-import pytest
+from formablate import hypothesis, paired
 
 CLAIM = (
-    "A surgical adapter (attention output only) drifts less from the base than the quality adapter "
-    "trained on the same data, and keeps its format discipline."
+    "A surgical adapter (attention output only) drifts less from the base than the quality adapter trained on "
+    "the same data, and keeps its format discipline."
 )
+#: Surgical may be at most 5 points of JSON validity below quality and still "keep" it.
+JSON_MARGIN = 0.05
 
 
-@pytest.mark.hypothesis(id="H5", claim=CLAIM)
-def test_h5_surgical_drifts_less_and_keeps_format(hypothesis_data, record_verdict):
-    """KL drift and JSON-validity non-inferiority of each surgical/quality pair."""
-    data = hypothesis_data("H5")
-    record_verdict(data.verdict())
+@hypothesis("H5", claim=CLAIM, title="surgical drifts less and keeps format discipline")
+def test_h5_surgical_drifts_less_and_keeps_format(data):
+    """For every surgical/quality pair: lower KL vs base, and JSON validity non-inferior within the margin."""
+    return [
+        [paired(surgical, quality, on="kl", better="lower"),
+         paired(surgical, quality, on="json_valid", direction="non-inferiority", margin=JSON_MARGIN)]
+        for surgical, quality in data.surgical_pairs()
+    ]

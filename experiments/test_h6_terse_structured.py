@@ -13,8 +13,8 @@ Smallest effect: stats.smallest_effect judge points (0.25), on each point estima
 Decision: CONFIRMED only if all three categories are; REJECTED if verbose is significantly better in
 some category; otherwise INCONCLUSIVE.
 
-Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
-(training seeds averaged per prompt first); Holm across the fixed family H1-H7 at stats.alpha (0.05),
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE, stated once for every hypothesis): the unit of resampling is the eval prompt
+(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha (0.05),
 hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or
 above the smallest effect of interest; REJECTED needs the binding component significantly on the other
@@ -25,16 +25,16 @@ caps the verdict at INCONCLUSIVE.
 
 from __future__ import annotations
 
-import pytest
+from formablate import hypothesis, paired
 
 CLAIM = (
-    "structured_terse beats multi_turn_verbose on judge overall in each of the json, gamefaq and coding "
-    "categories."
+    "structured_terse beats multi_turn_verbose on judge overall in each of the json, gamefaq and coding categories."
 )
+CATEGORIES = ("json", "gamefaq", "coding")
 
 
-@pytest.mark.hypothesis(id="H6", claim=CLAIM)
-def test_h6_terse_beats_verbose_on_structured_tasks(hypothesis_data, record_verdict):
-    """Terse minus verbose within json, gamefaq and coding, paired over prompts."""
-    data = hypothesis_data("H6")
-    record_verdict(data.verdict())
+@hypothesis("H6", claim=CLAIM, title="structured terse wins on structured tasks")
+def test_h6_structured_terse_wins_structured_tasks(data):
+    """Terse minus verbose within each structured category; all three must clear the rule."""
+    terse, verbose = data.format_arm("structured_terse"), data.format_arm("multi_turn_verbose")
+    return [paired(terse, verbose, on="judge.overall", categories=[c]) for c in CATEGORIES]

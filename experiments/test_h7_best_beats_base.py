@@ -15,8 +15,8 @@ Smallest effect: win share >= 0.55, on the point estimate.
 Decision: the common rule below with one component (the selected best format). Rests on pairwise
 judging: a judge with position consistency below stats.min_position_consistency caps it.
 
-Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
-(training seeds averaged per prompt first); Holm across the fixed family H1-H7 at stats.alpha (0.05),
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE, stated once for every hypothesis): the unit of resampling is the eval prompt
+(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha (0.05),
 hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or
 above the smallest effect of interest; REJECTED needs the binding component significantly on the other
@@ -27,13 +27,14 @@ caps the verdict at INCONCLUSIVE.
 
 from __future__ import annotations
 
-import pytest
+from formablate import best_of, hypothesis
 
 CLAIM = "The best-performing format's adapter beats the untrained base model head to head."
+#: Smallest win share above 0.5 of interest: 55 % of decisive pairs.
+WIN_SHARE_SMALLEST_EFFECT = 0.05
 
 
-@pytest.mark.hypothesis(id="H7", claim=CLAIM)
-def test_h7_best_format_beats_base_head_to_head(hypothesis_data, record_verdict):
-    """Win share of the best format arm against the base, selection paid for."""
-    data = hypothesis_data("H7")
-    record_verdict(data.verdict())
+@hypothesis("H7", claim=CLAIM, title="the best format beats the base model")
+def test_h7_best_format_beats_base_head_to_head(data):
+    """Win share of the best format arm against the base, the best-of-K selection paid for."""
+    return best_of(data.format_arms(), smallest_effect=WIN_SHARE_SMALLEST_EFFECT, label="format")

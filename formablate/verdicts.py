@@ -1,10 +1,11 @@
-"""H1-H7 verdicts from a results file: ``evaluate_all`` (pure), text rendering, and the `formablate verdicts` command.
+"""Verdicts from a results file: ``evaluate_all`` (pure), text rendering, and the `formablate verdicts` command.
 
-``evaluate_all(results, stats_cfg, only)`` loads no model and touches no file:
-it builds per-arm views (seeds averaged per prompt), evaluates each selected
-hypothesis, adjusts across the fixed family H1-H7 with Holm (unevaluated
-ones count as p = 1), and applies the one decision rule of
-:mod:`formablate.hypotheses.spec`. The same seed gives the same verdicts.
+``evaluate_all(results, stats_cfg, only, hypotheses=...)`` loads no model and touches no file except to
+import the hypothesis test files when ``hypotheses`` is not given (:func:`default_hypotheses`: the
+``test_*.py`` files of ``experiments/``). It builds per-arm views (seeds averaged per prompt), calls each
+selected hypothesis's function on the study's data, evaluates the evidence it returns, adjusts across the
+family (every hypothesis given, selected or not; unevaluated ones count as p = 1) with Holm, and applies
+the one decision rule of :mod:`formablate.hypotheses.decide`. The same seed gives the same verdicts.
 """
 
 from __future__ import annotations
@@ -13,26 +14,23 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from tabulate import tabulate
 
-from formablate.config import StatsConfig
-from formablate.errors import HarnessError
-from formablate.hypotheses import (
-    HYPOTHESES,
-    HYPOTHESIS_IDS,
-    Component,
-    Verdict,
-    arm_views,
-    decide,
-    evaluate_hypothesis,
-    family_p,
-)
+from formablate.config import StatsConfig, find_repo_root
+from formablate.errors import ConfigError, HarnessError
+from formablate.hypotheses import Component, Verdict, arm_views, decide, family_p
+from formablate.hypotheses.evidence import StudyData, _flatten, evaluate_evidence, spec_of
+from formablate.hypotheses.registry import HypothesisDef, discover, family_order
 from formablate.results import Results, load_results
 from formablate.stats import holm
 
 __all__ = [
+    "DEFAULT_TESTS",
+    "default_hypotheses",
     "evaluate_all",
+    "evaluate_family",
     "normalise_ids",
     "render_verdict",
     "render_table",
@@ -43,42 +41,95 @@ __all__ = [
     "run",
 ]
 
+DEFAULT_TESTS = "experiments"
 
-def normalise_ids(only: Iterable[str] | None) -> list[str]:
-    """Hypothesis ids in family order; ``None`` means all seven. Unknown ids raise with the allowed set."""
+
+def default_hypotheses(tests: str | Path | None = None) -> list[HypothesisDef]:
+    """The hypotheses of ``tests`` (default: ``experiments/`` of the current directory, else of the checkout)."""
+    if tests is None:
+        here = Path.cwd() / DEFAULT_TESTS
+        tests = here if here.is_dir() else find_repo_root(Path(__file__).resolve().parent) / DEFAULT_TESTS
+    return discover(tests)
+
+
+def normalise_ids(only: Iterable[str] | None, family: Sequence[str]) -> list[str]:
+    """Hypothesis ids in family order; ``None`` means the whole family. Unknown ids raise with the allowed set."""
     if only is None:
-        return list(HYPOTHESIS_IDS)
+        return list(family)
+    upper = {h.upper(): h for h in family}
     wanted = {str(h).strip().upper() for h in only if str(h).strip()}
-    unknown = sorted(wanted - set(HYPOTHESIS_IDS))
+    unknown = sorted(wanted - set(upper))
     if unknown:
-        raise KeyError(f"unknown hypothesis id(s) {unknown}; expected a subset of {list(HYPOTHESIS_IDS)}")
-    return [h for h in HYPOTHESIS_IDS if h in wanted]
+        raise KeyError(f"unknown hypothesis id(s) {unknown}; expected a subset of {list(family)}")
+    return [h for h in family if h.upper() in wanted]
+
+
+def evaluate_family(
+    results: Results,
+    family: Sequence[HypothesisDef],
+    evaluate: Iterable[str],
+    stats_cfg: StatsConfig | None = None,
+    *,
+    errors: dict[str, BaseException] | None = None,
+) -> list[Verdict]:
+    """Verdicts of the ``evaluate`` ids (family order), with Holm across every member of ``family``.
+
+    A family member not evaluated counts as p = 1, which can only make the others' adjusted p-values
+    larger than in a run that evaluates it, never smaller. MDEs use alpha / len(family). With ``errors``
+    given, a hypothesis whose function or evidence raises is left out (p = 1) and its exception stored
+    there under its id, so one broken hypothesis does not take the others down; without it, it raises.
+    """
+    cfg = stats_cfg or results.stats or StatsConfig()
+    fam = family_order(family)
+    ids = [h.id for h in fam]
+    if len(set(ids)) != len(ids):
+        dup = sorted({h for h in ids if ids.count(h) > 1})
+        raise ConfigError(f"hypothesis id(s) {dup} are defined more than once; ids must be unique in a family")
+    wanted = set(evaluate)
+    base, arms = arm_views(results)
+    data = StudyData.from_views(base, arms)
+    evaluations, specs = {}, {}
+    for h in fam:
+        if h.id not in wanted:
+            continue
+        try:
+            items = _flatten(h.evidence(data))
+            spec, ev = spec_of(h, items), evaluate_evidence(h, items, base, arms, cfg, len(fam), data.problems)
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors[h.id] = exc
+            continue
+        specs[h.id], evaluations[h.id] = spec, ev
+    heads = {h: family_p(ev) for h, ev in evaluations.items()}
+    if cfg.correction == "holm":
+        adj = holm({h: heads[h][0] for h in heads}, cfg.alpha, family=ids).adjusted
+        adjusted: dict[str, float | None] = {h: adj[h] if heads[h][0] is not None else None for h in heads}
+    else:
+        adjusted = {h: heads[h][0] for h in heads}
+    return [
+        decide(specs[h], evaluations[h], heads[h][0], heads[h][1], heads[h][2], adjusted[h], cfg, results)
+        for h in ids if h in evaluations
+    ]
 
 
 def evaluate_all(
-    results: Results, stats_cfg: StatsConfig | None = None, only: Iterable[str] | None = None
+    results: Results,
+    stats_cfg: StatsConfig | None = None,
+    only: Iterable[str] | None = None,
+    *,
+    hypotheses: Sequence[HypothesisDef] | None = None,
+    tests: str | Path | None = None,
 ) -> list[Verdict]:
-    """Verdicts for the hypotheses in ``only`` (default all), in H1..H7 order.
+    """Verdicts for the hypotheses in ``only`` (default all), in family order.
 
-    ``stats_cfg`` defaults to the settings recorded in the results file, else
-    ``StatsConfig()``. Holm always adjusts across all seven: a hypothesis not
-    in ``only`` counts as p = 1, which can only make the others' adjusted
-    p-values larger than in a full run, never smaller.
+    ``hypotheses`` is the family (default: :func:`default_hypotheses` of ``tests``). ``stats_cfg``
+    defaults to the settings recorded in the results file, else ``StatsConfig()``. Holm always adjusts
+    across the whole family: a hypothesis not in ``only`` counts as p = 1.
     """
-    cfg = stats_cfg or results.stats or StatsConfig()
-    ids = normalise_ids(only)
-    base, arms = arm_views(results)
-    evaluations = {h: evaluate_hypothesis(h, base, arms, cfg) for h in ids}
-    heads = {h: family_p(ev) for h, ev in evaluations.items()}
-    if cfg.correction == "holm":
-        adj = holm({h: heads[h][0] for h in ids}, cfg.alpha, family=HYPOTHESIS_IDS).adjusted
-        adjusted: dict[str, float | None] = {h: adj[h] if heads[h][0] is not None else None for h in ids}
-    else:
-        adjusted = {h: heads[h][0] for h in ids}
-    return [
-        decide(HYPOTHESES[h], evaluations[h], heads[h][0], heads[h][1], heads[h][2], adjusted[h], cfg, results)
-        for h in ids
-    ]
+    family = list(hypotheses) if hypotheses is not None else default_hypotheses(tests)
+    ids = normalise_ids(only, [h.id for h in family_order(family)])
+    return evaluate_family(results, family, ids, stats_cfg)
 
 
 def _num(x: float | None, spec: str = ".3g") -> str:
@@ -108,7 +159,7 @@ def render_verdict(v: Verdict) -> str:
         lines.append(f"  estimate: {v.estimate_name} = {v.estimate:+.4g} {_ci(v.interval, v.level)} (n = {v.n})")
     if v.p_value is not None:
         lines.append(
-            f"  test: {v.test}; p = {v.p_value:.4g} (raw), {_num(v.p_adjusted, '.4g')} (Holm across H1-H7), "
+            f"  test: {v.test}; p = {v.p_value:.4g} (raw), {_num(v.p_adjusted, '.4g')} (Holm across the family), "
             f"alpha = {v.alpha}"
         )
     if v.estimate is not None:
@@ -162,6 +213,8 @@ def verdicts_json(verdicts: Sequence[Verdict]) -> str:
 def add_verdicts_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `formablate verdicts` options to ``parser`` (for the CLI to call)."""
     parser.add_argument("--results", required=True, help="results JSON file (e.g. data/reference/seed_phase9_results.json)")
+    parser.add_argument("--tests", default=None, metavar="DIR",
+                        help=f"directory whose test_*.py files define the hypotheses (default: {DEFAULT_TESTS}/)")
     parser.add_argument("--json", action="store_true", help="print a JSON object keyed by hypothesis id")
     parser.add_argument("--only", action="append", default=None, metavar="H", help="hypothesis id(s), e.g. --only H4")
     parser.add_argument("--verbose", "-v", action="store_true", help="print every verdict in full after the table")
@@ -179,7 +232,7 @@ def verdicts_command(args: argparse.Namespace) -> int:
         only = None
         if getattr(args, "only", None):
             only = [h for item in args.only for h in str(item).split(",")]
-        verdicts = evaluate_all(results, only=only)
+        verdicts = evaluate_all(results, only=only, tests=getattr(args, "tests", None))
     except (HarnessError, KeyError) as exc:
         print(f"formablate verdicts: error: {exc}", file=sys.stderr)
         return 2
@@ -198,7 +251,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``formablate verdicts`` (the CLI's subcommand convention: ``add_parser`` + ``run``)."""
     p = subparsers.add_parser(
         "verdicts",
-        help="print the H1-H7 verdicts of a stored results file (no model is loaded)",
+        help="print the hypotheses' verdicts of a stored results file (no model is loaded)",
         description="Exit 0 when the verdicts were computed (whatever they are), 2 on unreadable input.",
     )
     add_verdicts_arguments(p)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from formablate.fixtures.synthetic import synthetic_results
+from formablate.synthetic import synthetic_results
 from formablate.config import StatsConfig, find_repo_root
 from formablate.plugin import VERDICT_PROPERTY
 from formablate.results import Results, load_results, write_results

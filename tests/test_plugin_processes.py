@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from formablate.fixtures.synthetic import synthetic_results
+from formablate.synthetic import synthetic_results
 from formablate.config import StatsConfig, find_repo_root
 from formablate.results import load_results, write_results
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from formablate.fixtures.synthetic import synthetic_results
+from formablate.synthetic import synthetic_results
 from formablate.cli import main
 from formablate.config import StatsConfig, find_repo_root
 from formablate.results import write_results

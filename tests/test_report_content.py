@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from formablate.fixtures.synthetic import synthetic_results, synthetic_samples
+from formablate.synthetic import synthetic_results, synthetic_samples
 from formablate.config import StatsConfig, find_repo_root, load_experiment
 from formablate.io import atomic_write_jsonl
 from formablate.report import RunInfo, build_tables, select_samples, write_report

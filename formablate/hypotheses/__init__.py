@@ -1,18 +1,15 @@
-"""H1-H7: pre-registered specs, arm selection, evaluation and the one decision rule."""
+"""Hypotheses: the ``@hypothesis`` decorator, evidence primitives, arm selection and the one decision rule.
+
+Nothing here names a particular hypothesis, format or arm: hypotheses live in users' test files
+(the shipped study's in ``experiments/test_h*.py``) and use the public API re-exported by
+:mod:`formablate`.
+"""
 
 from formablate.hypotheses.decide import decide, family_p, judge_caps
-from formablate.hypotheses.evaluate import EVALUATORS, evaluate_hypothesis, loss_words
 from formablate.hypotheses.records import Component, Evaluation, Verdict, VerdictName
+from formablate.hypotheses.registry import HypothesisDef, discover, family_order, hypothesis, hypothesis_of
 from formablate.hypotheses.select import ArmKey, Selection, config_arm_keys, select_arms
-from formablate.hypotheses.spec import (
-    DECISION_RULE,
-    HYPOTHESES,
-    HYPOTHESIS_IDS,
-    REQUIRED_ARMS,
-    HypothesisSpec,
-    Requirement,
-    requires,
-)
+from formablate.hypotheses.spec import DECISION_RULE, HypothesisSpec
 from formablate.hypotheses.views import ArmView, PromptView, arm_views
 
 __all__ = [
@@ -20,24 +17,21 @@ __all__ = [
     "ArmView",
     "Component",
     "DECISION_RULE",
-    "EVALUATORS",
     "Evaluation",
-    "HYPOTHESES",
-    "HYPOTHESIS_IDS",
+    "HypothesisDef",
     "HypothesisSpec",
     "PromptView",
-    "REQUIRED_ARMS",
-    "Requirement",
     "Selection",
     "Verdict",
     "VerdictName",
     "arm_views",
     "config_arm_keys",
     "decide",
-    "evaluate_hypothesis",
+    "discover",
+    "family_order",
     "family_p",
+    "hypothesis",
+    "hypothesis_of",
     "judge_caps",
-    "loss_words",
-    "requires",
     "select_arms",
 ]

@@ -1,4 +1,4 @@
-"""Building blocks of the hypotheses: a paired comparison, a rank correlation, a win share against the base.
+"""Building blocks of the evidence: a paired comparison, a win share against the base, a length-controlled win rate.
 
 Each returns a :class:`Component` (or a string saying why it cannot be
 computed, which the caller turns into an INCONCLUSIVE reason). All use the
@@ -18,24 +18,20 @@ from formablate.hypotheses.records import Component
 from formablate.hypotheses.views import ArmView
 from formablate.stats import (
     length_controlled_win_rate,
-    mde_correlation,
     mde_paired_mean,
     mde_win_share,
     paired_bootstrap,
-    rank_correlation,
     sign_flip_test,
     sign_test,
     wilcoxon_test,
 )
 
-__all__ = ["FAMILY_SIZE", "mde_alpha", "paired_component", "rank_component", "win_share_component", "lc_component"]
-
-FAMILY_SIZE = 7
+__all__ = ["mde_alpha", "paired_component", "win_share_component", "lc_component"]
 
 
-def mde_alpha(cfg: StatsConfig) -> float:
-    """Alpha used for minimum detectable effects: alpha/7 under Holm (its strictest step), else alpha."""
-    return cfg.alpha / FAMILY_SIZE if cfg.correction == "holm" else cfg.alpha
+def mde_alpha(cfg: StatsConfig, family_size: int) -> float:
+    """Alpha used for minimum detectable effects: alpha/K under Holm over K hypotheses (its strictest step)."""
+    return cfg.alpha / max(1, family_size) if cfg.correction == "holm" else cfg.alpha
 
 
 def paired_component(
@@ -50,6 +46,7 @@ def paired_component(
     categories: Sequence[str] | None = None,
     null: float = 0.0,
     smallest_effect: float | None = None,
+    family_size: int,
 ) -> Component | str:
     """Compare arm ``a`` with arm ``b`` on per-prompt ``attr``, paired over prompts present in both.
 
@@ -94,49 +91,8 @@ def paired_component(
         statistic=flip.statistic,
         n=n,
         smallest_effect=smallest_effect,
-        mde=mde_paired_mean(sd, n, mde_alpha(cfg)),
+        mde=mde_paired_mean(sd, n, mde_alpha(cfg, family_size)),
         evidence=[boot, flip, wil],
-        note=note,
-    )
-
-
-def rank_component(
-    views: Sequence[ArmView], loss_attr: str, *, name: str, cfg: StatsConfig, seed: Sequence[int], smallest_effect: float
-) -> Component | str:
-    """Spearman rho between ``loss_attr`` and judge overall across arms, exact permutation p for n <= 10."""
-    usable = [v for v in views if getattr(v, loss_attr) is not None and v.judge_overall is not None]
-    if len(usable) < 4:
-        return f"{name}: {len(usable)} arm(s) have both {loss_attr} and judge_overall; need at least 4"
-    alpha = mde_alpha(cfg)
-    res = rank_correlation(
-        [getattr(v, loss_attr) for v in usable],
-        [v.judge_overall for v in usable],
-        labels=[v.name for v in usable],
-        n_permutations=cfg.permutations,
-        seed=list(seed),
-        critical_alpha=alpha,
-    )
-    if res.estimate is None:
-        return f"{name}: rank correlation undefined ({res.details.get('undefined')})"
-    crit = res.details.get("critical_abs_rho")
-    note = f"{len(usable)} arms: " + ", ".join(v.name for v in usable)
-    if crit is not None:
-        note += f"; with n={len(usable)}, |rho| >= {crit:.3f} is needed for exact p <= alpha/7"
-    return Component(
-        name=name,
-        metric=f"Spearman rho({loss_attr}, judge_overall) across arms",
-        estimate_name=f"rho({loss_attr}, judge_overall)",
-        estimate=res.estimate,
-        null=0.0,
-        interval=res.interval,
-        level=res.level,
-        p_value=res.p_value,
-        test=res.test,
-        statistic=res.statistic,
-        n=res.n,
-        smallest_effect=smallest_effect,
-        mde=mde_correlation(res.n, alpha),
-        evidence=[res],
         note=note,
     )
 
@@ -157,7 +113,7 @@ def _outcomes(view: ArmView) -> tuple[int, int, int, int]:
 
 
 def win_share_component(
-    view: ArmView, *, cfg: StatsConfig, selection_k: int = 1, smallest_effect: float | None = None
+    view: ArmView, *, cfg: StatsConfig, selection_k: int = 1, smallest_effect: float | None = None, family_size: int
 ) -> Component | str:
     """Win share of ``view`` against the base among decisive prompts (exact sign test).
 
@@ -174,7 +130,7 @@ def win_share_component(
     p = None if res.p_value is None else min(1.0, res.p_value * selection_k)
     note = f"wins={wins}, losses={losses}, ties={ties}, not judged={missing}"
     if selection_k > 1:
-        note += f"; best of {selection_k} format arms: p x {selection_k}, interval at level {level:.4f}"
+        note += f"; best of {selection_k} arms: p x {selection_k}, interval at level {level:.4f}"
     return Component(
         name=f"{view.name} vs base (pairwise)",
         metric="win share among decisive pairwise judgments against the base",
@@ -188,7 +144,7 @@ def win_share_component(
         statistic=res.statistic,
         n=res.n,
         smallest_effect=smallest_effect,
-        mde=mde_win_share(res.n, mde_alpha(cfg) / selection_k),
+        mde=mde_win_share(res.n, mde_alpha(cfg, family_size) / selection_k),
         evidence=[res],
         note=note,
     )

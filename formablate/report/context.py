@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from formablate.config import ExperimentConfig, StatsConfig
-from formablate.hypotheses import DECISION_RULE, HYPOTHESES, HYPOTHESIS_IDS, Component, Verdict
+from formablate.hypotheses import DECISION_RULE, Component, Verdict
+from formablate.report.model import FamilyMember
 from formablate.report.model import RunInfo
 from formablate.report.provenance import collect_provenance
 from formablate.report.samples import SampleSet
@@ -43,6 +44,13 @@ def _est(e: Estimate, spec: str) -> str:
     return e.text(spec)
 
 
+def _family(verdicts: dict[str, Verdict], run: RunInfo) -> list[FamilyMember]:
+    """The run's Holm family: the one the run recorded, else the hypotheses with verdicts."""
+    if run.family:
+        return list(run.family)
+    return [FamilyMember(id=v.id, title=v.title, claim=v.claim) for v in verdicts.values()]
+
+
 def _status(results: Results, verdicts: dict[str, Verdict], run: RunInfo, tables: Tables, stats: StatsConfig,
             cfg: ExperimentConfig | None) -> dict[str, Any]:
     mode = {
@@ -54,7 +62,7 @@ def _status(results: Results, verdicts: dict[str, Verdict], run: RunInfo, tables
     }[run.mode]
     counts = {w: sum(v.verdict == w for v in verdicts.values()) for w in ("CONFIRMED", "REJECTED", "INCONCLUSIVE")}
     errors = [f"{h}: {o.message}" for h, o in run.outcomes.items() if o.outcome == "error"]
-    not_run = [h for h in HYPOTHESIS_IDS if h not in verdicts and h not in run.outcomes]
+    not_run = [m.id for m in _family(verdicts, run) if m.id not in verdicts and m.id not in run.outcomes]
     lines = [
         ("mode", mode),
         ("source", run.source),
@@ -90,7 +98,8 @@ def _status(results: Results, verdicts: dict[str, Verdict], run: RunInfo, tables
     return {"lines": lines, "warnings": warnings, "counts": counts}
 
 
-def _design(results: Results, cfg: ExperimentConfig | None, stats: StatsConfig, tables: Tables) -> dict[str, Any]:
+def _design(results: Results, cfg: ExperimentConfig | None, stats: StatsConfig, tables: Tables,
+            family: list[FamilyMember]) -> dict[str, Any]:
     seeds: dict[str, list[int]] = {}
     for m in results.models:
         if m.kind == "adapter" and m.arm:
@@ -120,13 +129,13 @@ def _design(results: Results, cfg: ExperimentConfig | None, stats: StatsConfig, 
     judge = [("judge", results.judge.id), ("pairwise (blind, both orders)", "yes" if results.judge.pairwise else "no")]
     if cfg is not None:
         judge.append(("configured kind", cfg.judge.kind + (f" ({cfg.judge.model})" if cfg.judge.model else "")))
-    st = [("alpha (family-wise, H1-H7)", str(stats.alpha)), ("correction", stats.correction),
+    st = [(f"alpha (family-wise, {len(family)} hypotheses: {', '.join(m.id for m in family)})", str(stats.alpha)), ("correction", stats.correction),
           ("bootstrap resamples", str(stats.bootstrap_resamples)), ("permutations", str(stats.permutations)),
           ("smallest effect (judge points)", str(stats.smallest_effect)),
           ("min judge coverage", f"{stats.min_judge_coverage:.0%}"),
           ("min pairwise position consistency", f"{stats.min_position_consistency:.0%}"), ("seed", str(stats.seed))]
     hyps = _table(["H", "hypothesis", "claim (pre-registered)"],
-                  [[h, HYPOTHESES[h].title, HYPOTHESES[h].claim] for h in HYPOTHESIS_IDS])
+                  [[m.id, m.title, m.claim] for m in family])
     return {"model": model, "arms": arms, "eval": ev, "judge": judge, "stats": st, "hypotheses": hyps,
             "decision_rule": DECISION_RULE.strip()}
 
@@ -184,10 +193,15 @@ def _component_rows(comps: Sequence[Component]) -> Table:
     )
 
 
+_COMMON = "the common rule (CONFIRMED only if every component is)."
+
+
 def _verdicts(verdicts: dict[str, Verdict], run: RunInfo) -> dict[str, Any]:
     summary, items = [], []
-    for h in HYPOTHESIS_IDS:
-        spec = HYPOTHESES[h]
+    family = _family(verdicts, run)
+    k = len(family)
+    for spec in family:
+        h = spec.id
         v = verdicts.get(h)
         out = run.outcomes.get(h)
         outcome = _OUTCOME_WORD.get(out.outcome, out.outcome) if out else (
@@ -197,7 +211,7 @@ def _verdicts(verdicts: dict[str, Verdict], run: RunInfo) -> dict[str, Any]:
         if v is None:
             summary.append([h, "not evaluated", outcome, "", "", "", "", "", "", spec.title])
             items.append({"id": h, "title": spec.title, "claim": spec.claim, "verdict": "NOT EVALUATED",
-                          "outcome": outcome, "decision": spec.decision, "reason": out.message if out else
+                          "outcome": outcome, "decision": spec.decision or _COMMON, "reason": out.message if out else
                           "this hypothesis was not selected in this run", "facts": [], "words": "",
                           "components": None, "secondary": None, "notes": [], "capped_by": []})
             continue
@@ -209,18 +223,18 @@ def _verdicts(verdicts: dict[str, Verdict], run: RunInfo) -> dict[str, Any]:
         if v.estimate is not None:
             facts.append(("estimate", f"{v.estimate_name} = {v.estimate:+.4g} {_ci(v.interval, v.level)} (n = {v.n})"))
         if v.p_value is not None:
-            facts.append(("p", f"{v.p_value:.4g} raw; {fmt(v.p_adjusted, '.4g')} Holm-adjusted across H1-H7; "
-                               f"alpha = {v.alpha}"))
+            facts.append(("p", f"{v.p_value:.4g} raw; {fmt(v.p_adjusted, '.4g')} Holm-adjusted across the {k} "
+                               f"hypotheses of the family; alpha = {v.alpha}"))
         if v.estimate is not None:
             facts.append(("smallest effect / MDE", f"{fmt(v.smallest_effect, 'g')} / {fmt(v.mde, '.3g')} "
-                                                   "(MDE: 80% power at alpha/7)"))
+                                                   f"(MDE: 80% power at alpha/{k})"))
         if v.binding:
             facts.append(("binding component", v.binding))
         if v.arms:
             facts.append(("arms", ", ".join(v.arms)))
         items.append({
             "id": h, "title": v.title, "claim": v.claim, "verdict": v.verdict, "outcome": outcome,
-            "decision": spec.decision, "reason": v.reason, "facts": facts, "words": v.words,
+            "decision": spec.decision or _COMMON, "reason": v.reason, "facts": facts, "words": v.words,
             "components": _component_rows(v.components) if v.components else None,
             "secondary": _component_rows(v.secondary) if v.secondary else None,
             "notes": list(v.notes), "capped_by": list(v.capped_by),
@@ -285,7 +299,7 @@ def build_context(
         "title": f"{results.experiment}: SFT data-format ablation report",
         "experiment": results.experiment,
         "status": _status(results, by_id, run, tables, stats, config),
-        "design": _design(results, config, stats, tables),
+        "design": _design(results, config, stats, tables, _family(by_id, run)),
         "training": _training(results, config),
         "results_table": _results_table(tables),
         "results_notes": [

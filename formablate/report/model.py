@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["HypothesisOutcome", "RunInfo", "ReportPaths"]
+__all__ = ["FamilyMember", "HypothesisOutcome", "RunInfo", "ReportPaths"]
 
 
 class _Strict(BaseModel):
@@ -21,6 +21,15 @@ class HypothesisOutcome(_Strict):
     message: str = Field("", description="Failure, skip or error message, shortened.")
 
 
+class FamilyMember(_Strict):
+    """One hypothesis of the run's Holm family (collected, whether or not it ran)."""
+
+    id: str = Field(description="Hypothesis id.")
+    title: str = Field("", description="Short name.")
+    claim: str = Field("", description="The pre-registered claim.")
+    decision: str = Field("", description="How its verdict is decided, if its author said more than the common rule.")
+
+
 class RunInfo(_Strict):
     """The run a report describes."""
 
@@ -31,6 +40,7 @@ class RunInfo(_Strict):
     source: str = Field(description="Experiment config (live) or results file (replay, cli).")
     command: str = Field("", description="The command line that produced the report.")
     selected: list[str] = Field(default_factory=list, description="Hypotheses whose tests ran (pytest runs).")
+    family: list[FamilyMember] = Field(default_factory=list, description="The Holm family (default: the verdicts).")
     outcomes: dict[str, HypothesisOutcome] = Field(default_factory=dict, description="Test outcome per hypothesis.")
     started: str | None = Field(None, description="ISO-8601 UTC time the run started.")
     exit_status: int | None = Field(None, description="pytest exit status when the report was written.")

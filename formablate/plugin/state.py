@@ -1,27 +1,7 @@
-"""The harness pytest plugin (registered through the ``pytest11`` entry point).
+"""Shared state of the formablate pytest plugin: the session object, report properties, the marker reader.
 
-Shape follows pytest's own junitxml plugin: ``pytest_configure`` builds one
-:class:`HarnessSession` kept under :data:`SESSION_KEY`; hypothesis tests
-record their verdicts through the ``record_verdict`` fixture, which attaches
-the verdict (as JSON) to the test's ``user_properties`` so that it travels
-with the test report, also from pytest-xdist workers to the controller;
-``pytest_runtest_logreport`` collects them; ``pytest_report_teststatus``
-shows the verdict word on each test's line; ``pytest_sessionfinish`` writes
-``reports/<experiment>/report.md``, ``report.html`` and ``results.json``
-(never on an xdist worker); ``pytest_terminal_summary`` prints the verdict
-table and where the report went.
-
-Outcomes: CONFIRMED passes, REJECTED fails with the evidence in the assertion
-message, INCONCLUSIVE is skipped with its reason.
-
-Kept import-light: nothing heavy (torch, transformers, scipy, matplotlib) is
-imported at plugin load, so ``pytest -m dataset`` and replay runs never pay
-for it; the fixtures live in :mod:`formablate.fixtures.session`, registered here.
-
-A note on the marker name: the Hypothesis library's own pytest plugin marks
-its property-based tests ``hypothesis`` with no arguments. Only a
-``hypothesis`` marker with ``id=`` is an experiment hypothesis; a bare one is
-left alone.
+Imported by both :mod:`formablate.plugin.hooks` (the hooks) and :mod:`formablate.plugin.fixtures` (the
+fixtures), which do not import each other: no import cycle. Import-light (no torch, no scipy).
 """
 
 from __future__ import annotations
@@ -35,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from formablate.config import DEFAULT_EXPERIMENT, find_repo_root
+from formablate.hypotheses.registry import ID_RE, MARKER, HypothesisDef, _sort_key
 
 if TYPE_CHECKING:
     from formablate.config import ExperimentConfig
@@ -47,6 +28,7 @@ __all__ = [
     "HYPOTHESIS_PROPERTY",
     "RESULTS_PART_PROPERTY",
     "MARKER_KWARGS",
+    "EXPERIMENT_ATTRIBUTE",
     "HarnessSession",
     "HypothesisRecord",
     "hypothesis_marker",
@@ -56,33 +38,8 @@ VERDICT_PROPERTY = "harness_verdict"
 HYPOTHESIS_PROPERTY = "harness_hypothesis"
 RESULTS_PART_PROPERTY = "harness_results_part"
 MARKER_KWARGS = frozenset({"id", "claim"})
-_IDS = ("H1", "H2", "H3", "H4", "H5", "H6", "H7")  # = formablate.hypotheses.HYPOTHESIS_IDS, without importing scipy
-_LETTER = {"CONFIRMED": "C", "REJECTED": "R", "INCONCLUSIVE": "I"}
-_MARKUP = {"CONFIRMED": {"green": True}, "REJECTED": {"red": True}, "INCONCLUSIVE": {"yellow": True}}
-_OUTCOME_OF = {"CONFIRMED": "passed", "REJECTED": "failed", "INCONCLUSIVE": "skipped"}
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    """--experiment CONFIG, --results FILE (replay) and --report-dir DIR."""
-    group = parser.getgroup("harness", "SFT data-format experiment harness")
-    group.addoption(
-        "--experiment",
-        default=None,
-        metavar="CONFIG",
-        help=f"experiment config YAML (default: {DEFAULT_EXPERIMENT})",
-    )
-    group.addoption(
-        "--results",
-        default=None,
-        metavar="FILE",
-        help="replay verdicts from a stored results JSON file; no model is loaded",
-    )
-    group.addoption(
-        "--report-dir",
-        default=None,
-        metavar="DIR",
-        help="write report.md, report.html and results.json here (default: <reports_dir>/<experiment name>/)",
-    )
+#: A conftest.py may set this (a path relative to the conftest) to give the tests below it their config.
+EXPERIMENT_ATTRIBUTE = "FORMABLATE_EXPERIMENT"
 
 
 def hypothesis_marker(item: pytest.Item) -> tuple[str, str] | None:
@@ -91,19 +48,17 @@ def hypothesis_marker(item: pytest.Item) -> tuple[str, str] | None:
     Raises :class:`pytest.UsageError` naming the test for a malformed marker
     (unknown keyword, unknown id, empty claim).
     """
-    for mark in item.iter_markers("hypothesis"):
-        if not mark.args and not mark.kwargs:
-            continue  # the Hypothesis library's marker on property-based tests
+    for mark in item.iter_markers(MARKER):
         unknown = sorted(set(mark.kwargs) - MARKER_KWARGS)
         if mark.args or unknown:
             raise pytest.UsageError(
                 f"{item.nodeid}: hypothesis marker: found args={mark.args!r} kwargs={sorted(mark.kwargs)}, "
                 f"expected keyword arguments only, from {sorted(MARKER_KWARGS)}: "
-                "@pytest.mark.hypothesis(id='H4', claim='...')"
+                "@pytest.mark.formablate(id='H4', claim='...'), or use @formablate.hypothesis"
             )
         hid, claim = mark.kwargs.get("id"), mark.kwargs.get("claim")
-        if hid not in _IDS:
-            raise pytest.UsageError(f"{item.nodeid}: hypothesis marker: id={hid!r}, expected one of {list(_IDS)}")
+        if not isinstance(hid, str) or not ID_RE.match(hid):
+            raise pytest.UsageError(f"{item.nodeid}: hypothesis marker: id={hid!r}, expected letters then a number")
         if not isinstance(claim, str) or not claim.strip():
             raise pytest.UsageError(f"{item.nodeid}: hypothesis marker: claim={claim!r}, expected the claim in words")
         return hid, claim
@@ -148,6 +103,10 @@ class HarnessSession:
 
     config: pytest.Config
     records: dict[str, HypothesisRecord] = field(default_factory=dict)
+    family: dict[str, HypothesisDef] = field(default_factory=dict)  # collected, before -k deselects
+    duplicates: dict[str, str] = field(default_factory=dict)  # nodeid -> why this test cannot run
+    collect_errors: list[str] = field(default_factory=list)
+    declared_experiment: Path | None = None
     provider: Any = None
     results_parts: set[str] = field(default_factory=set)
     part_path: Path | None = None
@@ -171,10 +130,12 @@ class HarnessSession:
         return None if value is None else self.config.invocation_params.dir / value
 
     def experiment_path(self) -> Path:
-        """--experiment, else the default config under the rootdir, else under the harness checkout."""
+        """--experiment, else the config a conftest.py declares for the collected hypotheses, else the default."""
         if (explicit := self.explicit_experiment) is not None:
             return explicit
-        for root in (self.config.rootpath, find_repo_root(Path(__file__).resolve().parent)):
+        if self.declared_experiment is not None:
+            return self.declared_experiment
+        for root in (self.config.rootpath, find_repo_root(Path(__file__).resolve().parents[1])):
             if (root / DEFAULT_EXPERIMENT).is_file():
                 return root / DEFAULT_EXPERIMENT
         return self.config.rootpath / DEFAULT_EXPERIMENT
@@ -218,6 +179,12 @@ class HarnessSession:
 
     # ---------------------------------------------------------------- collecting reports
 
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """Hook: remember collection errors (the family lacks whatever failed to import; the summary says so)."""
+        if report.failed:
+            lines = str(report.longrepr).strip().splitlines()
+            self.collect_errors.append(f"{report.nodeid}: {lines[-1] if lines else 'error'}")
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Hook (this object is registered as a plugin): under xdist the controller sees every worker's reports."""
         self.collect(report)
@@ -242,8 +209,8 @@ class HarnessSession:
             rec.outcome, rec.message = "error", _failure_message(report)
 
     def verdict_records(self) -> list[HypothesisRecord]:
-        """Records in H1..H7 order (then node id)."""
-        return sorted(self.records.values(), key=lambda r: (_IDS.index(r.id), r.nodeid))
+        """Records in family order (then node id)."""
+        return sorted(self.records.values(), key=lambda r: (_sort_key(r.id), r.nodeid))
 
     # ---------------------------------------------------------------- the report
 
@@ -254,7 +221,7 @@ class HarnessSession:
         own = self.provider.materialised if self.provider is not None else None
         parts = [load_results(p) for p in sorted(self.results_parts) if Path(p).is_file()]
         if parts:
-            from formablate.fixtures.provider import merge_results
+            from formablate.plugin.provider import merge_results
 
             return merge_results(([own] if own is not None else []) + parts)
         if own is not None:
@@ -272,6 +239,7 @@ class HarnessSession:
             self.report_note = "report not written: no results were loaded or built (see the errors above)"
             return
         from formablate.report import HypothesisOutcome, RunInfo, write_report
+        from formablate.report.model import FamilyMember
 
         outcomes = {
             r.id: HypothesisOutcome(nodeid=r.nodeid, outcome=r.outcome, message=r.message)
@@ -282,6 +250,8 @@ class HarnessSession:
             source=str(self.replay_path or self.experiment_path()),
             command="pytest " + " ".join(self.config.invocation_params.args),
             selected=[r.id for r in self.verdict_records()],
+            family=[FamilyMember(id=h.id, title=h.title, claim=h.claim, decision=h.decision)
+                    for h in sorted(self.family.values(), key=lambda d: _sort_key(d.id))],
             outcomes=outcomes,
             started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             exit_status=int(exitstatus),
@@ -311,99 +281,3 @@ class HarnessSession:
 
 
 SESSION_KEY = pytest.StashKey[HarnessSession]()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the marker, build the session object (a plugin itself) and the fixtures module."""
-    config.addinivalue_line("markers", "hypothesis(id, claim): an experiment hypothesis test (H1-H7)")
-    config.stash[SESSION_KEY] = HarnessSession(config)
-    config.pluginmanager.register(config.stash[SESSION_KEY], "harness-session")
-    if not config.pluginmanager.has_plugin("formablate.fixtures.session"):
-        config.pluginmanager.import_plugin("formablate.fixtures.session")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Check every hypothesis marker, make its id a -k keyword, and tag the item so its reports carry it."""
-    # tryfirst: the id must be a keyword before `-k` deselects (the mark plugin's hook).
-    for item in items:
-        found = hypothesis_marker(item)
-        if found is None:
-            continue
-        hid, claim = found
-        item.extra_keyword_matches.add(hid)
-        item.user_properties.append((HYPOTHESIS_PROPERTY, json.dumps({"id": hid, "claim": claim})))
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Drop the session object."""
-    hsession = config.stash.get(SESSION_KEY, None)
-    if hsession is not None:
-        del config.stash[SESSION_KEY]
-        config.pluginmanager.unregister(hsession)
-
-
-def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:
-    """Show CONFIRMED / REJECTED / INCONCLUSIVE (letters C / R / I) instead of PASSED / FAILED / SKIPPED."""
-    if report.when != "call":
-        return None
-    raw = _props(report).get(VERDICT_PROPERTY)
-    if raw is None:
-        return None
-    word = json.loads(raw).get("verdict")
-    if word not in _OUTCOME_OF or _OUTCOME_OF[word] != report.outcome:
-        return None  # the test did something else after recording (e.g. a later assert failed): pytest's own word
-    return report.outcome, _LETTER[word], (word, _MARKUP[word])
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Write the report once, on the controller; a failure to write it fails the run."""
-    if hasattr(session.config, "workerinput"):
-        return  # xdist worker: the controller writes the one report
-    hsession = session.config.stash.get(SESSION_KEY, None)
-    if hsession is None:
-        return
-    try:
-        hsession.write_report(exitstatus)
-    except Exception as exc:  # a broken report must not pass silently, nor hide the test results
-        hsession.report_note = f"report NOT written: {type(exc).__name__}: {exc}"
-        if session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Print the verdict table, each verdict's reason, and where the report went."""
-    if hasattr(config, "workerinput"):
-        return
-    hsession = config.stash.get(SESSION_KEY, None)
-    if hsession is None or not hsession.records:
-        return
-    from tabulate import tabulate
-
-    tr = terminalreporter
-    tr.write_sep("=", "formablate verdicts")
-    rows, reasons = [], []
-    for r in hsession.verdict_records():
-        v = r.verdict
-        if v is None:
-            rows.append([r.id, r.outcome.upper(), r.outcome, "", "", "", "", "", ""])
-            reasons.append(f"{r.id}: {r.message or 'no verdict recorded'}")
-            continue
-        ci = f"[{v.interval[0]:.3g}, {v.interval[1]:.3g}]" if v.interval else ""
-        rows.append([
-            v.id, v.verdict, r.outcome,
-            "" if v.estimate is None else f"{v.estimate:+.3g}", ci,
-            "" if v.p_value is None else f"{v.p_value:.3g}",
-            "" if v.p_adjusted is None else f"{v.p_adjusted:.3g}",
-            "" if v.n is None else v.n, v.title,
-        ])
-        reasons.append(f"{v.id}: {v.reason}")
-    table = tabulate(rows, headers=["H", "verdict", "test", "estimate", "95% CI", "p", "p Holm", "n", "hypothesis"],
-                     disable_numparse=True)
-    for line in table.splitlines() + [""] + reasons:
-        tr.write_line(line)
-    if hsession.report_paths is not None:
-        paths = hsession.report_paths
-        tr.write_line(f"report: {paths.md}  and  {paths.html}  (results: {paths.results})")
-    if hsession.report_note:
-        tr.write_line(hsession.report_note, red="NOT" in hsession.report_note)
