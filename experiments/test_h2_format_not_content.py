@@ -29,6 +29,6 @@ CLAIM = "multi_turn_concise beats alpaca_flat on judge overall when both are ren
 
 
 @hypothesis("H2", claim=CLAIM, title="format, not only content")
-def test_h2_format_not_only_content(data):
+def test_h2_concise_beats_alpaca_on_same_content(data):
     """Concise minus alpaca_flat on the same content, paired over prompts."""
     return paired(data.format_arm("multi_turn_concise"), data.format_arm("alpaca_flat"), on="judge.overall")

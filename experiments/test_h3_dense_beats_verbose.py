@@ -29,6 +29,6 @@ CLAIM = "multi_turn_concise beats multi_turn_verbose on judge overall."
 
 
 @hypothesis("H3", claim=CLAIM, title="dense beats verbose")
-def test_h3_dense_beats_verbose(data):
+def test_h3_concise_beats_verbose(data):
     """Concise minus verbose, paired over prompts."""
     return paired(data.format_arm("multi_turn_concise"), data.format_arm("multi_turn_verbose"), on="judge.overall")

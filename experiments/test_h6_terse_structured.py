@@ -34,7 +34,7 @@ CATEGORIES = ("json", "gamefaq", "coding")
 
 
 @hypothesis("H6", claim=CLAIM, title="structured terse wins on structured tasks")
-def test_h6_structured_terse_wins_structured_tasks(data):
+def test_h6_terse_beats_verbose_on_structured_tasks(data):
     """Terse minus verbose within each structured category; all three must clear the rule."""
     terse, verbose = data.format_arm("structured_terse"), data.format_arm("multi_turn_verbose")
     return [paired(terse, verbose, on="judge.overall", categories=[c]) for c in CATEGORIES]

@@ -87,14 +87,15 @@ def evaluate_family(
         raise ConfigError(f"hypothesis id(s) {dup} are defined more than once; ids must be unique in a family")
     wanted = set(evaluate)
     base, arms = arm_views(results)
-    data = StudyData.from_views(base, arms)
     evaluations, specs = {}, {}
     for h in fam:
         if h.id not in wanted:
             continue
+        data = StudyData.from_views(base, arms)  # one per hypothesis: it records what that one asked for
         try:
             items = _flatten(h.evidence(data))
-            spec, ev = spec_of(h, items), evaluate_evidence(h, items, base, arms, cfg, len(fam), data.problems)
+            spec = spec_of(h, items)
+            ev = evaluate_evidence(h, items, base, arms, cfg, len(fam), data.problems, data.unmet)
         except Exception as exc:
             if errors is None:
                 raise

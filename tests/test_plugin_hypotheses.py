@@ -2,7 +2,7 @@
 
 The seven real experiment modules (experiments/test_h*.py) are copied into
 each pytester directory and replayed against a synthetic results file whose
-effects are known (fixtures/synthetic.py): H1-H3 and H7 CONFIRMED, H6
+effects are known (formablate/synthetic.py): H1-H3 and H7 CONFIRMED, H6
 REJECTED, H4 and H5 INCONCLUSIVE.
 """
 
@@ -17,7 +17,7 @@ import pytest
 
 from formablate.synthetic import synthetic_results
 from formablate.config import StatsConfig, find_repo_root
-from formablate.plugin import VERDICT_PROPERTY
+from formablate.plugin.state import VERDICT_PROPERTY
 from formablate.results import Results, load_results, write_results
 from formablate.verdicts import evaluate_all
 
@@ -61,22 +61,24 @@ def _verdicts(reprec) -> dict[str, dict]:
 
 
 def test_there_is_one_module_per_hypothesis_with_the_preregistered_claim():
-    import formablate.plugin
-    from formablate.hypotheses import HYPOTHESES, HYPOTHESIS_IDS
+    from formablate.hypotheses import discover
 
-    assert formablate.plugin._IDS == HYPOTHESIS_IDS  # the plugin keeps its own copy to stay import-light
-
+    family = discover(ROOT / "experiments")
+    assert [h.id for h in family] == [f"H{i}" for i in range(1, 8)]
     assert [p.name[:8] for p in EXPERIMENTS] == [f"test_h{i}_" for i in range(1, 8)]
+    by_id = {h.id: h for h in family}
     for path in EXPERIMENTS:
         text = path.read_text(encoding="utf-8")
         hid = "H" + path.name[6]
         ns: dict = {}
         exec(compile(text, str(path), "exec"), ns)
-        assert ns["CLAIM"] == HYPOTHESES[hid].claim, f"{path.name}: CLAIM drifted from formablate.hypotheses.spec"
+        assert ns["CLAIM"] == by_id[hid].claim, f"{path.name}: CLAIM is not what the decorator registers"
         doc = ns["__doc__"]
         assert "Claim (stated before any data)" in doc and "Decision" in doc and "Test:" in doc, path.name
         # The docstring states the claim before any code runs: it is the module's first statement.
         assert text.lstrip().startswith('"""' + hid), path.name
+        # the library holds no hypothesis: each file defines its own with the public API only
+        assert "from formablate import " in text and "formablate.hypotheses" not in text.split('"""')[2], path.name
 
 
 def test_k_selects_one_hypothesis_and_reports_only_it(experiments, replay_file, full_run, tmp_path):
@@ -190,27 +192,28 @@ def test_malformed_marker_is_a_usage_error(pytester):
     pytester.makepyfile(test_bad="""
         import pytest
 
-        @pytest.mark.hypothesis(id="H9", claim="nine")
+        @pytest.mark.formablate(id="9", claim="nine")
         def test_nine():
             pass
     """)
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*test_bad.py::test_nine: hypothesis marker: id='H9', expected one of*"])
+    result.stderr.fnmatch_lines(["*test_bad.py::test_nine: hypothesis marker: id='9', expected letters then a number*"])
 
 
-def test_marker_and_fixture_id_must_agree(pytester, fake_pipeline, tmp_path):
-    pytester.makepyfile(test_mismatch="""
+def test_a_hand_marked_test_fails_alone(pytester, fake_pipeline, tmp_path):
+    """The marker belongs to the decorator: a test marked by hand cannot be decided, and says how to fix it."""
+    pytester.makepyfile(test_hand="""
         import pytest
 
-        @pytest.mark.hypothesis(id="H4", claim="loss")
-        def test_h4(hypothesis_data, record_verdict):
-            record_verdict(hypothesis_data("H6").verdict())
+        @pytest.mark.formablate(id="H4", claim="loss")
+        def test_h4():
+            pass
     """)
     config = ROOT / "experiments" / "configs" / "format_ablation_cpu.yaml"
-    result = pytester.runpytest("--experiment", str(config), "--report-dir", str(tmp_path))
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*asks for hypothesis_id='H6' but is marked id='H4'*"])
+    result = pytester.runpytest("--experiment", str(config), "--report-dir", str(tmp_path), "-p", "no:randomly")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*marked formablate(id='H4') but not defined with @formablate.hypothesis*"])
     assert fake_pipeline.calls == []
 
 
@@ -229,14 +232,23 @@ def test_the_hypothesis_librarys_bare_marker_is_left_alone(pytester):
 
 
 def test_replay_data_is_restricted_to_the_hypothesis_arms():
-    from formablate.fixtures.provider import merge_results, required_models, restrict
+    from formablate.hypotheses import arm_views, discover
+    from formablate.hypotheses.evidence import StudyData
+    from formablate.plugin.provider import merge_results, requirement, restrict
 
     seed = load_results(ROOT / "data" / "reference" / "seed_phase9_results.json")
-    assert required_models("H5", seed) == (["surgical_bsmagpie", "quality_bsmagpie"], True)
-    assert required_models("H2", seed) == (["multi_turn_concise", "alpaca_flat"], False)
-    h2 = restrict(seed, *required_models("H2", seed))
+    family = {h.id: h for h in discover(ROOT / "experiments")}
+    data = StudyData.from_views(*arm_views(seed))
+
+    def required(hid):
+        req = requirement(family[hid], data)
+        return list(req.arms), req.base
+
+    assert required("H5") == (["surgical_bsmagpie", "quality_bsmagpie"], True)
+    assert required("H2") == (["multi_turn_concise", "alpaca_flat"], False)
+    h2 = restrict(seed, *required("H2"))
     assert sorted(m.name for m in h2.models) == ["alpaca_flat", "multi_turn_concise"]
-    assert len(required_models("H4", seed)[0]) == 8
+    assert len(required("H4")[0]) == 8
     # Results united from workers: the same model twice is fine, two different versions of it are not.
     assert merge_results([h2, seed]).models[0].kind == "base" and len(merge_results([h2, seed]).models) == 9
     changed = h2.model_copy(update={"models": [h2.models[0].model_copy(update={"final_loss": 9.9}), h2.models[1]]})

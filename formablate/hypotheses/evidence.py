@@ -78,6 +78,8 @@ PER_ARM_QUANTITIES: dict[str, str] = {
     "judge.overall": "judge overall",
     "kl": "mean KL vs base",
 }
+_NAME_PREFIX = {"judge.overall": "", "kl": "KL drift: ", "json_valid": "JSON validity: ", "length": "length: ",
+                "tokens": "length: ", "pairwise": "pairwise: "}
 _METRIC_FIELDS = (
     "judge_overall", "win_rate_vs_base", "lc_win_rate_vs_base", "json_validity", "avg_tokens", "slop_rate",
     "refusal_rate", "repetition_rate", "constraint_pass_rate",
@@ -114,6 +116,7 @@ class StudyData:
         self._names = [a.name for a in self._keys]
         self._has_base = has_base
         self._sel = select_arms(self._keys)
+        self.unmet: list[str] = []  # what a selection helper was asked for and did not find
 
     @classmethod
     def from_config(cls, cfg: Any) -> StudyData:
@@ -160,6 +163,8 @@ class StudyData:
 
     def adapter_arms(self) -> list[ArmRef]:
         """Every adapter arm (quality and surgical), in order."""
+        if not self._sel.adapters:
+            self.unmet.append("at least one adapter arm")
         return [ArmRef(n) for n in self._sel.adapters]
 
     def has_format(self, fmt: str) -> bool:
@@ -174,12 +179,17 @@ class StudyData:
 
     def format_arms(self, *formats: str) -> list[ArmRef]:
         """The format arms of the named formats that are present (every format arm when none is named)."""
-        if formats:
-            return [self.format_arm(f) for f in formats if f in self._sel.formats]
-        return [ArmRef(a) for a in self._sel.formats.values()]
+        found = ([self.format_arm(f) for f in formats if f in self._sel.formats] if formats
+                 else [ArmRef(a) for a in self._sel.formats.values()])
+        if not found:
+            wanted = f"any of the formats {list(formats)}" if formats else "at least one format arm"
+            self.unmet.append(f"quality arms in {wanted} on content {self._sel.content!r}")
+        return found
 
     def surgical_pairs(self) -> list[tuple[ArmRef, ArmRef]]:
         """(surgical, quality) arm pairs trained on the same data."""
+        if not self._sel.surgical_pairs:
+            self.unmet.append("a surgical arm with a quality arm of the same format and content")
         return [(ArmRef(s), ArmRef(q)) for s, q in self._sel.surgical_pairs]
 
 
@@ -338,7 +348,8 @@ class Paired(Evidence):
         if self.on.startswith("judge.") and self.on != "judge.overall":
             vx, vy = _dimension_view(vx, self.on.split(".", 1)[1]), _dimension_view(vy, self.on.split(".", 1)[1])
         where = f" [{', '.join(self.categories)}]" if self.categories else ""
-        name = f"{vx.name} - {vy.name}{where}" if self.on == "judge.overall" else f"{self.on}: {vx.name} - {vy.name}{where}"
+        prefix = _NAME_PREFIX.get(self.on, self.on.replace("judge.", "judge ") + ": ")
+        name = f"{prefix}{vx.name} - {vy.name}{where}"
         if self.direction == "non-inferiority":
             name += " (non-inferiority)"
         se = self.smallest_effect
@@ -684,12 +695,16 @@ def spec_of(hdef: Any, items: Sequence[Evidence]) -> HypothesisSpec:
 
 def evaluate_evidence(
     hdef: Any, items: Sequence[Evidence], base: ArmView | None, views: dict[str, ArmView], cfg: StatsConfig,
-    family_size: int, problems: Sequence[str] = (),
+    family_size: int, problems: Sequence[str] = (), unmet: Sequence[str] = (),
 ) -> Evaluation:
-    """Components (no decision, no Holm) of one hypothesis's evidence on a results file's views."""
+    """Components (no decision, no Holm) of one hypothesis's evidence on a results file's views.
+
+    ``unmet``: what the hypothesis's selection helpers asked for and did not find (``StudyData.unmet``).
+    """
     notes = list(problems) + list(hdef.notes)
     if not items:
-        return Evaluation(hypothesis=hdef.id, unavailable="the hypothesis returned no evidence", notes=notes)
+        reason = ("missing arm: " + "; ".join(unique(unmet))) if unmet else "the hypothesis returned no evidence"
+        return Evaluation(hypothesis=hdef.id, unavailable=reason, notes=notes)
     refs = [r for e in items for r in e.refs()]
     missing = unique(r.missing for r in refs if r.name is None)
     declared = [a for a in hdef.arms if a not in views]
@@ -729,7 +744,7 @@ def requirement_of(items: Sequence[Evidence]) -> tuple[list[str], bool, list[str
     refs = [r for e in items for r in e.refs()]
     arms = unique(r.name for r in refs if r.name and r.name != "base")
     missing = unique(r.missing for r in refs if r.name is None)
-    measures = set().union(*(e.measures() for e in items)) if items else set()
+    measures = set().union(*(m for e in items for m in [e.measures(), *(x.measures() for x in e.secondary)]))
     base = any(r.name == "base" for r in refs) or bool(measures & {"kl", "pairwise"})
     return arms, base, missing, measures
 

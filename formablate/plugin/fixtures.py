@@ -103,9 +103,6 @@ def formablate_hypothesis(
 
     def run(hdef: HypothesisDef) -> Verdict:
         __tracebackhide__ = True
-        problem = harness_session.duplicates.get(request.node.nodeid)
-        if problem:
-            pytest.fail(problem, pytrace=False)
         provider = request.getfixturevalue("results_provider")
         data = provider.data(hdef.id)
         harness_session.attach_results(request.node)

@@ -144,6 +144,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         config.option.continue_on_collection_errors = True
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A hypothesis test that cannot be decided (duplicate id, marked by hand) fails here, alone."""
+    hsession = item.config.stash.get(SESSION_KEY, None)
+    problem = hsession.duplicates.get(item.nodeid) if hsession is not None else None
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Drop the session object."""
     hsession = config.stash.get(SESSION_KEY, None)

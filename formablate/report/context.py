@@ -283,9 +283,9 @@ def build_context(
         [[r.name, f"{r.loss:.4f}", r.loss_rank, fmt(r.heldout_loss, ".4f"), r.judge.text(".2f"), r.judge_rank, r.gap]
          for r in tables.loss_quality],
     )
-    rho_lines = [_rho_text(tables.rho_final, "final training loss", "H4's verdict decides on it, with Holm")]
+    rho_lines = [_rho_text(tables.rho_final, "final training loss", "the loss-vs-quality hypothesis decides on it, with Holm")]
     if tables.rho_heldout is not None:
-        rho_lines.append(_rho_text(tables.rho_heldout, "shared held-out loss", "H4 reports it as secondary"))
+        rho_lines.append(_rho_text(tables.rho_heldout, "shared held-out loss", "reported as secondary"))
     cat = _table(
         ["model", *tables.categories],
         [[name, *[("n/a" if cells[c].mean is None else f"{cells[c].mean:.2f} (n={cells[c].n})")
