@@ -11,6 +11,7 @@ from formablate.synthetic import synthetic_results, synthetic_samples
 from formablate.config import StatsConfig, find_repo_root, load_experiment
 from formablate.io import atomic_write_jsonl
 from formablate.report import RunInfo, build_tables, select_samples, write_report
+from formablate.report.model import FamilyMember
 from formablate.report.plots import category_heatmap_png, loss_vs_quality_png
 from formablate.report.samples import MAX_SAMPLES, MIN_SAMPLES, load_samples
 from formablate.results import load_results
@@ -141,7 +142,8 @@ def test_config_adds_design_training_data_hashes_and_redacts_secrets(synthetic, 
     cfg = load_experiment(ROOT / "experiments" / "configs" / "format_ablation_cpu.yaml")
     res = synthetic.model_copy(update={"provenance": {**synthetic.provenance, "api_key": "sk-secret-123",
                                                       "judge": {"OPENAI_API_KEY": "sk-other"}}})
-    paths = write_report(res, tmp_path, verdicts=[], run=RunInfo(mode="cli", source="x"), config=cfg,
+    family = [FamilyMember(id="H1", title="one", claim="a claim")]  # a family member with no verdict
+    paths = write_report(res, tmp_path, verdicts=[], run=RunInfo(mode="cli", source="x", family=family), config=cfg,
                          config_path=ROOT / "experiments" / "configs" / "format_ablation_cpu.yaml")
     md = Path(paths.md).read_text(encoding="utf-8") + Path(paths.html).read_text(encoding="utf-8")
     assert "sk-secret-123" not in md and "sk-other" not in md and "[redacted]" in md
