@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 
 import pytest
 import torch
@@ -17,8 +16,10 @@ from formablate.errors import ConfigError
 from formablate.generate import prompts_hash
 from formablate.models import adapter_target_modules, build_tiny
 
+pytestmark = [pytest.mark.usefixtures("one_thread", "offline")]
+
 # peft calls a transformers helper that is deprecated in v5; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+pytestmark.append(pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"))
 
 
 def make_prompts(n: int = 6) -> list[EvalPrompt]:
@@ -66,24 +67,6 @@ def scale_b(peft_model, b, factor: float) -> None:
         for n, p in peft_model.named_parameters():
             if n in b:
                 p.copy_(b[n] * factor)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models gain nothing from a second thread, and on a shared 2-core machine OpenMP threads
-    # spin against other processes (measured: 13.7 s -> 2.7 s for one KL test under load)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(self, address, *args, **kwargs):
-        raise AssertionError(f"network access attempted: {address!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 CFG = EvalConfig(kl_samples=2, kl_max_new_tokens=12, batch_size=4, seed=42)

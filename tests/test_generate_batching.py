@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,8 @@ from formablate.data.schema import EvalPrompt
 from formablate.errors import ConfigError
 from formablate.generate import encode_prompts, generate, left_pad, length_batches, prompt_seed, render_prompt
 from formablate.models import build_tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread", "offline")
 
 TEXTS = [
     "What is the capital of France?",
@@ -49,24 +50,6 @@ def sharp_tiny(arch: str, eos_boost: float = 2.0, seed: int = 1):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
         model.get_output_embeddings().weight[tok.eos_token_id] *= eos_boost
     return model.eval(), tok
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models gain nothing from a second thread, and on a shared 2-core machine OpenMP threads
-    # spin against other processes (measured: 13.7 s -> 2.7 s for one KL test under load)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(self, address, *args, **kwargs):
-        raise AssertionError(f"network access attempted: {address!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def _outputs(records):

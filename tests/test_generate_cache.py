@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import torch
@@ -13,6 +12,8 @@ from formablate.config import EvalConfig
 from formablate.data.schema import EvalPrompt
 from formablate.generate import cached_generate, generate, generation_key, prompts_hash
 from formablate.models import build_tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread", "offline")
 
 
 def make_prompts(n: int = 6) -> list[EvalPrompt]:
@@ -59,24 +60,6 @@ class CountingModel:
 
     def __getattr__(self, name):
         return getattr(self._model, name)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models gain nothing from a second thread, and on a shared 2-core machine OpenMP threads
-    # spin against other processes (measured: 13.7 s -> 2.7 s for one KL test under load)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(self, address, *args, **kwargs):
-        raise AssertionError(f"network access attempted: {address!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 CFG = EvalConfig(temperature=0.7, top_p=0.9, max_new_tokens=12, batch_size=2, seed=42)

@@ -11,6 +11,8 @@ from formablate.errors import ConfigError
 from formablate.generate import generate, maybe_merge
 from formablate.models import adapter_target_modules, build_tiny
 
+pytestmark = [pytest.mark.usefixtures("one_thread")]
+
 
 def make_prompts(n: int = 6) -> list[EvalPrompt]:
     texts = ["What is the capital of France?", "Write a Python function that sums a list.",
@@ -43,17 +45,7 @@ def tiny_with_adapter(dtype: torch.dtype, lora_scale: float = 0.05):
 
 
 # peft calls a transformers helper that is deprecated in v5; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models gain nothing from a second thread, and on a shared 2-core machine OpenMP threads
-    # spin against other processes (measured: 13.7 s -> 2.7 s for one KL test under load)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark.append(pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"))
 
 CFG = EvalConfig(temperature=0.0, max_new_tokens=20, batch_size=3)
 

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 from formablate.errors import ConfigError
 from formablate.models import adapter_target_modules, build_tiny, linear_module_suffixes
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and under pytest-xdist two threads per worker oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _lora_count(model: nn.Module, targets: list[str], r: int) -> int:
     modules = dict(model.named_modules())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,8 @@ from formablate.models.heldout import heldout_examples
 from formablate.models.sft_data import load_heldout_prompts, load_sft_dataset
 from formablate import train as train_mod
 from formablate.train import adapter_key, base_heldout, fit_adapter, heldout_loss, load_adapter, train_arm
+
+pytestmark = pytest.mark.usefixtures("one_thread", "offline")
 
 CHAT = [
     {
@@ -61,26 +62,6 @@ EVAL = [
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and under pytest-xdist two threads per worker oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 @pytest.fixture
