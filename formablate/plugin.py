@@ -78,6 +78,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="replay verdicts from a stored results JSON file; no model is loaded",
     )
     group.addoption(
+        "--set",
+        dest="config_set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override one config field, YAML-parsed, repeatable: --set train.max_steps=4, "
+        "--set arms.NAME.train.learning_rate=1e-4 (recorded in the results' provenance)",
+    )
+    group.addoption(
         "--report-dir",
         default=None,
         metavar="DIR",
@@ -186,7 +195,7 @@ class HarnessSession:
 
             if self.replay_path is not None and self.explicit_experiment is None:
                 return None
-            self._experiment = load_experiment(self.experiment_path())
+            self._experiment = load_experiment(self.experiment_path(), self.config.getoption("config_set", None) or ())
         return self._experiment
 
     def report_dir(self, results: Results | None) -> Path:
