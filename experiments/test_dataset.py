@@ -7,6 +7,11 @@ test lists every offending line as ``file:line: rule: found ..., expected ...``;
 passing tests print their reports (highest near-duplicate and contamination pairs,
 answer length per domain, how many records the byte bound proved) with ``-s``/``-rP``.
 
+``test_config_datasets_are_gated`` checks that every dataset the experiment config (and the
+shipped ``experiments/next_steps`` study) trains on is one the gate covers: a manifest format's
+rendered file or a manifest-declared blend (whose ``blends`` rule proves each record is a gated
+record), so no arm trains on data no rule has seen.
+
 The token limit and the tokenizer come from the experiment config (``--experiment``,
 default :data:`formablate.config.DEFAULT_EXPERIMENT`). A record whose byte bound exceeds
 the limit is counted with that model's tokenizer, read without its weights.
@@ -69,7 +74,7 @@ def gate_settings(request: pytest.FixtureRequest) -> tuple[int, str | None]:
     """(max_length, model source) of the experiment config, or the defaults when it cannot be read."""
     path = request.config.getoption("experiment", default=None) or str(ROOT / DEFAULT_EXPERIMENT)
     try:
-        cfg = load_experiment(path)
+        cfg = load_experiment(path, request.config.getoption("config_set", default=None) or ())
     except HarnessError:
         return DEFAULT_MAX_LENGTH, None
     return cfg.train.max_length, cfg.model.source
@@ -140,3 +145,39 @@ def test_contamination(name: str, path: Path, target: str, gate_settings) -> Non
     """No training text of <name> (canonical file or one rendered format) overlaps an eval prompt."""
     (contamination,) = rules("contamination")
     _report(_fail_on_error(contamination.func, _dataset(name, gate_settings), _eval(path), target))
+
+
+def _gated_files() -> dict[Path, str]:
+    """Every training file the gate's rules cover: rendered formats and declared blends, by resolved path."""
+    out: dict[Path, str] = {}
+    for name in _datasets():
+        try:
+            man = load_manifest(CANONICAL_DIR / f"{name}.manifest.yaml")
+        except HarnessError:
+            continue  # the dataset-scope tests report the broken manifest
+        for fmt in man.formats:
+            out[(SFT_DIR / name / f"{fmt}.jsonl").resolve()] = f"{name}/{fmt}"
+        for blend in man.blends:
+            out[(SFT_DIR / name / f"{blend}.jsonl").resolve()] = f"{name}/{blend} (blend)"
+    return out
+
+
+def test_config_datasets_are_gated(request: pytest.FixtureRequest) -> None:
+    """Every arm of the experiment config (and of the shipped next_steps study) trains on a gated file."""
+    paths = [Path(request.config.getoption("experiment", default=None) or ROOT / DEFAULT_EXPERIMENT)]
+    shipped = ROOT / "experiments" / "next_steps" / "next_steps.yaml"
+    if shipped.is_file():
+        paths.append(shipped)
+    gated = _gated_files()
+    problems = []
+    for path in paths:
+        cfg = _fail_on_error(load_experiment, path, request.config.getoption("config_set", default=None) or ())
+        for arm in cfg.arms:
+            data = cfg.path(arm.dataset).resolve()
+            if data not in gated:
+                problems.append(f"{path}: arm {arm.name!r} trains on {arm.dataset}, which no manifest in "
+                                f"data/canonical/ declares (add it to the manifest's formats or blends)")
+            else:
+                print(f"{cfg.name}/{arm.name}: {gated[data]}")
+    if problems:
+        pytest.fail(f"{len(problems)} ungated dataset(s):\n" + "\n".join(problems), pytrace=False)

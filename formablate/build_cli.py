@@ -28,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--arms", default=None, metavar="A,B",
                    help="comma-separated arm names (default: every arm of the config)")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="cache root (default: the config's cache_dir)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override one config field (YAML value, repeatable): --set train.max_steps=4, "
+                   "--set arms.NAME.train.learning_rate=1e-4")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
     return p
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from formablate.pipeline import BASE_NAME, Pipeline
 
     path = Path(args.experiment) if args.experiment else find_repo_root(Path.cwd()) / DEFAULT_EXPERIMENT
-    cfg = load_experiment(path)
+    cfg = load_experiment(path, args.overrides)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else [a.name for a in cfg.arms]
     if not arms:
         raise ConfigError(f"--arms {args.arms!r} names no arm; the config has {[a.name for a in cfg.arms]}")

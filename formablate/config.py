@@ -1,17 +1,28 @@
 """Experiment configuration: one pydantic model per pipeline stage, loaded from YAML once.
 
-``load_experiment(path)`` parses the YAML, rejects unknown keys, resolves
-relative paths against the repository root (the directory holding
-``pyproject.toml`` above the config, else the config's directory) and checks
-option combinations before any model is loaded.
+``load_experiment(path, overrides=())`` parses the YAML, follows ``extends:``
+(deep merge: mappings merge key by key, lists such as ``arms`` replace),
+applies command-line ``--set PATH=VALUE`` overrides, rejects unknown keys,
+resolves every arm (experiment-wide ``train`` / ``lora`` / ``model`` plus the
+arm's own overrides) and checks option combinations before any model is loaded.
+
+Relative paths (datasets, eval prompts, cache and report dirs) resolve against
+``root``: the config's ``root:`` key if it sets one (relative to the config
+file's folder), else the repository holding the config file (the nearest
+ancestor folder with ``pyproject.toml``), else (a config outside any repository)
+the root of the config it ``extends``, else the config file's own folder.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from formablate.errors import ConfigError
@@ -27,11 +38,23 @@ __all__ = [
     "StatsConfig",
     "ExperimentConfig",
     "load_experiment",
+    "load_raw_config",
+    "apply_overrides",
+    "deep_merge",
     "find_repo_root",
     "DEFAULT_EXPERIMENT",
+    "ADAPTER_PRESETS",
+    "ROLE_NAMES",
 ]
 
 AdapterKind = Literal["quality", "surgical"]
+Role = Literal["attn_q", "attn_k", "attn_v", "attn_out"]
+# architecture-independent module roles (formablate.models.roles maps them to module names per architecture)
+ROLE_NAMES: tuple[str, ...] = ("attn_q", "attn_k", "attn_v", "attn_out")
+ADAPTER_PRESETS: dict[str, tuple[str, ...]] = {
+    "quality": ("attn_q", "attn_k", "attn_v", "attn_out"),
+    "surgical": ("attn_out",),
+}
 
 
 class _Cfg(BaseModel):
@@ -62,24 +85,15 @@ class ModelConfig(_Cfg):
 
 
 class LoraSettings(_Cfg):
-    """LoRA hyperparameters shared by every arm."""
+    """LoRA hyperparameters: experiment-wide defaults that an arm may override (``arms[].lora``)."""
 
     r: int = Field(8, ge=1, le=256, description="LoRA rank (the seed used 8).")
     alpha: int = Field(16, ge=1, description="LoRA scaling numerator; the update is scaled by alpha/r.")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
 
 
-class ArmConfig(_Cfg):
-    """One trained arm: a rendered dataset and an adapter kind."""
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Arm name used in reports and cache keys.")
-    dataset: str = Field(description="Rendered JSONL file (relative to the repo root).")
-    adapter: AdapterKind = Field("quality", description="'quality' = q,k,v,out projections; 'surgical' = out only.")
-    format: str = Field(description="Format name of the rendered dataset (e.g. 'multi_turn_concise').")
-
-
 class TrainConfig(_Cfg):
-    """Training settings, identical for every arm."""
+    """Training settings: experiment-wide defaults that an arm may override field by field (``arms[].train``)."""
 
     optimizer: Literal["adafactor", "adamw_torch"] = Field("adafactor", description="The seed used Adafactor.")
     learning_rate: float = Field(2e-4, gt=0, description="Constant learning rate (seed: 2e-4).")
@@ -112,6 +126,56 @@ class TrainConfig(_Cfg):
         if len(set(value)) != len(value):
             raise ValueError(f"seeds={value!r} has duplicates")
         return value
+
+
+class ArmConfig(_Cfg):
+    """One trained arm: a rendered dataset, the adapter's target roles, and its resolved settings.
+
+    In YAML an arm gives only what differs from the experiment: ``train:``, ``lora:`` and ``model:``
+    are partial mappings merged over the experiment-wide sections when the config loads, so after
+    loading ``arm.train`` / ``arm.lora`` / ``arm.model`` are always complete objects.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Arm name used in reports and test selection "
+                      "(never in cache keys: those hash the resolved settings).")
+    dataset: str = Field(description="Rendered JSONL file (relative to the config root).")
+    adapter: AdapterKind | list[Role] = Field(
+        "quality",
+        description="Target roles of the LoRA adapter: preset 'quality' (attn_q, attn_k, attn_v, attn_out) or "
+        "'surgical' (attn_out only), or an explicit list of roles, e.g. [attn_q, attn_v]. A list equal to a "
+        "preset is the preset.",
+    )
+    format: str = Field(description="Format label of the rendered dataset (e.g. 'multi_turn_concise', 'mixture').")
+    train: TrainConfig | None = Field(None, description="Overrides of the experiment's `train` (partial in YAML).")
+    lora: LoraSettings | None = Field(None, description="Overrides of the experiment's `lora` (partial in YAML).")
+    model: ModelConfig | None = Field(None, description="Another base model for this arm (partial in YAML); the arm "
+                                      "is compared with that model's own base generations and KL reference.")
+
+    @field_validator("adapter")
+    @classmethod
+    def _preset_or_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        roles = list(value)
+        if not roles:
+            raise ValueError("adapter: an explicit role list needs at least one of " + ", ".join(ROLE_NAMES))
+        if len(set(roles)) != len(roles):
+            raise ValueError(f"adapter={roles!r} names a role twice")
+        ordered = [r for r in ROLE_NAMES if r in roles]
+        for name, preset in ADAPTER_PRESETS.items():
+            if tuple(ordered) == preset:
+                return name  # the same adapter: one name, one cache entry
+        return ordered
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The module roles this arm's adapter targets."""
+        return ADAPTER_PRESETS[self.adapter] if isinstance(self.adapter, str) else tuple(self.adapter)
+
+    @property
+    def adapter_name(self) -> str:
+        """'quality', 'surgical', or the roles joined by '+' (e.g. 'attn_q+attn_v') for an explicit list."""
+        return self.adapter if isinstance(self.adapter, str) else "+".join(self.adapter)
 
 
 class EvalConfig(_Cfg):
@@ -171,10 +235,37 @@ class StatsConfig(_Cfg):
     seed: int = Field(12345, description="Seed of the resampling RNG.")
 
 
-class ExperimentConfig(_Cfg):
-    """A whole experiment: model, arms, training, eval, judge, statistics."""
+_ARM_SECTIONS = ("train", "lora", "model")
+_RELATIVE = re.compile(r"^\s*([*/])\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$", description="Names reports/<name>/ and cache entries.")
+
+def _relative(section: str, top: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Resolve relative arm overrides: ``'*2'`` / ``'/4'`` scale the experiment-wide number of that field.
+
+    So an arm can say "twice the default steps" without copying the default (an integer field stays an
+    integer; a product that is not whole is left for validation to reject).
+    """
+    fields = {"train": TrainConfig, "lora": LoraSettings, "model": ModelConfig}[section].model_fields
+    out = dict(over)
+    for key, value in over.items():
+        base = top.get(key, fields[key].default if key in fields else None)
+        m = _RELATIVE.match(value) if isinstance(value, str) else None
+        if m and isinstance(base, (int, float)) and not isinstance(base, bool):
+            factor = float(m.group(2))
+            scaled = base * factor if m.group(1) == "*" else base / factor
+            out[key] = int(scaled) if isinstance(base, int) and float(scaled).is_integer() else scaled
+    return out
+
+
+class ExperimentConfig(_Cfg):
+    """A whole experiment: model, arms, training, eval, judge, statistics.
+
+    ``model``, ``lora`` and ``train`` are the defaults of every arm; each entry of ``arms`` is resolved
+    against them when the config is validated (see :class:`ArmConfig`), so ``cfg.arm(name).train`` is the
+    complete :class:`TrainConfig` that arm trains with.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$", description="Names reports/<name>/.")
     description: str = Field("", description="Free text shown in the report.")
     model: ModelConfig
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -183,51 +274,237 @@ class ExperimentConfig(_Cfg):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
-    cache_dir: str = Field(".cache/formablate", description="Content-addressed cache root (relative to repo root).")
+    cache_dir: str = Field(".cache/formablate", description="Content-addressed cache root (relative to root).")
     reports_dir: str = Field("reports", description="Reports are written to <reports_dir>/<name>/.")
-    root: str = Field(".", description="Repository root that relative paths resolve against (set by the loader).")
+    root: str = Field(".", description="Folder that relative paths resolve against; the loader sets it (see the "
+                      "module docstring): the `root:` key relative to the config file, else the config's repository.")
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="The command-line `--set PATH=VALUE` overrides applied when loading (recorded, not re-applied).",
+    )
+    extends_chain: list[str] = Field(
+        default_factory=list, description="Config files this one extends, nearest first (set by the loader)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_arm_overrides(cls, data: Any) -> Any:
+        """Deep-merge each YAML arm's partial ``train`` / ``lora`` / ``model`` over the experiment-wide sections."""
+        if not isinstance(data, dict) or not isinstance(data.get("arms"), list):
+            return data
+        data = dict(data)
+        arms = []
+        for arm in data["arms"]:
+            if isinstance(arm, dict) and any(isinstance(arm.get(k), dict) for k in _ARM_SECTIONS):
+                arm = dict(arm)
+                for section in _ARM_SECTIONS:
+                    if isinstance(arm.get(section), dict):
+                        top = data.get(section) or {}
+                        if isinstance(top, BaseModel):
+                            top = top.model_dump()
+                        if isinstance(top, dict):
+                            arm[section] = deep_merge(top, _relative(section, top, arm[section]))
+            arms.append(arm)
+        data["arms"] = arms
+        return data
 
     @model_validator(mode="after")
-    def _unique_arms(self) -> "ExperimentConfig":
+    def _resolve_arms(self) -> "ExperimentConfig":
         names = [a.name for a in self.arms]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"arm names must be unique; duplicated: {dupes}")
+        resolved = [
+            a if all(getattr(a, k) is not None for k in _ARM_SECTIONS)
+            else a.model_copy(update={k: getattr(a, k) or getattr(self, k) for k in _ARM_SECTIONS})
+            for a in self.arms
+        ]
+        object.__setattr__(self, "arms", resolved)  # frozen model: set once, during validation
+        seen: dict[str, str] = {}
+        for a in resolved:
+            identity = repr(a.model_dump(mode="json", exclude={"name", "format"}))
+            if identity in seen:
+                raise ValueError(
+                    f"arms {seen[identity]!r} and {a.name!r} resolve to identical settings (dataset, adapter, "
+                    "model, train, lora) and would train the same adapter; drop one or give it an override"
+                )
+            seen[identity] = a.name
         return self
 
     def path(self, rel: str) -> Path:
-        """Resolve a config path against the repository root."""
+        """Resolve a config path against the config root."""
         p = Path(rel)
         return p if p.is_absolute() else Path(self.root) / p
 
     def arm(self, name: str) -> ArmConfig:
+        """The resolved arm ``name`` (its ``train``, ``lora`` and ``model`` are complete)."""
         for a in self.arms:
             if a.name == name:
                 return a
         raise ConfigError(f"arm={name!r} is not in experiment {self.name!r}; arms: {[a.name for a in self.arms]}")
 
+    def resolved_arms(self) -> list[ArmConfig]:
+        """Every arm, resolved (defaults plus its overrides), in config order."""
+        return list(self.arms)
 
-def find_repo_root(start: Path) -> Path:
-    """The nearest ancestor of ``start`` holding pyproject.toml, else ``start`` itself."""
+    def for_arm(self, arm: ArmConfig | str) -> "ExperimentConfig":
+        """This config with the experiment-wide ``model`` / ``lora`` / ``train`` replaced by ``arm``'s resolved ones.
+
+        What training code receives for one arm: ``for_arm(a).train`` is ``a.train``, so code written against
+        the experiment-wide sections trains the arm with its own settings.
+        """
+        a = self.arm(arm) if isinstance(arm, str) else arm
+        return self.model_copy(update={"model": a.model, "lora": a.lora, "train": a.train})
+
+    def base_models(self) -> list[ModelConfig]:
+        """The distinct base models of the arms, the experiment's ``model`` first."""
+        out = [self.model]
+        for a in self.arms:
+            if a.model not in out:
+                out.append(a.model)
+        return out
+
+    def arm_overrides(self, arm: ArmConfig | str) -> dict[str, Any]:
+        """What ``arm`` sets differently from the experiment-wide sections, as ``{'train.max_steps': 16, ...}``."""
+        a = self.arm(arm) if isinstance(arm, str) else arm
+        out: dict[str, Any] = {}
+        for section in _ARM_SECTIONS:
+            mine, theirs = getattr(a, section).model_dump(mode="json"), getattr(self, section).model_dump(mode="json")
+            out.update({f"{section}.{k}": v for k, v in mine.items() if theirs.get(k) != v})
+        return out
+
+
+def find_repo_root(start: Path, *, strict: bool = False) -> Path | None:
+    """The nearest ancestor of ``start`` holding pyproject.toml, else ``start`` itself (``strict``: None)."""
     start = start.resolve()
     for p in [start, *start.parents]:
         if (p / "pyproject.toml").is_file():
             return p
-    return start
+    return None if strict else start
 
 
 DEFAULT_EXPERIMENT = "experiments/configs/format_ablation_cpu.yaml"
 
 
-def load_experiment(path: str | os.PathLike[str]) -> ExperimentConfig:
-    """Load and validate an experiment YAML; errors name the file and the offending key."""
+def deep_merge(base: Any, over: Any) -> Any:
+    """``over`` merged onto ``base``: mappings merge key by key (recursively), anything else (lists too) replaces."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = deep_merge(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(over)
+
+
+def load_raw_config(path: str | os.PathLike[str], _chain: Sequence[Path] = ()) -> dict[str, Any]:
+    """The YAML mapping of ``path`` with its ``extends:`` chain merged in, and ``root`` resolved (not validated).
+
+    ``extends: other.yaml`` is relative to the extending file; chains are followed, a cycle is a ConfigError.
+    The result carries ``extends_chain`` (the extended files, nearest first) and an absolute ``root``.
+    """
     path = Path(path)
+    here = path.resolve()
+    if here in _chain:
+        cycle = " -> ".join(str(p) for p in [*_chain, here])
+        raise ConfigError(f"{path}: extends cycle: {cycle}")
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(raw).__name__}")
-    raw.setdefault("root", str(find_repo_root(path.parent)))
+    parent_root = None
+    chain: list[str] = []
+    extends = raw.pop("extends", None)
+    if extends is not None:
+        if not isinstance(extends, str) or not extends:
+            raise ConfigError(f"{path}: extends={extends!r}: expected one path to a config file")
+        target = Path(extends)
+        target = target if target.is_absolute() else here.parent / target
+        if not target.is_file():
+            raise ConfigError(f"{path}: extends={extends!r}: file {target} not found")
+        parent = load_raw_config(target, [*_chain, here])
+        parent_root = parent.pop("root", None)
+        chain = [str(target.resolve()), *parent.pop("extends_chain", [])]
+        raw = deep_merge(parent, raw)
+    if "root" in raw and raw["root"] is not None:
+        root = Path(str(raw["root"])).expanduser()
+        raw["root"] = str(root if root.is_absolute() else (here.parent / root).resolve())
+    else:
+        repo = find_repo_root(here.parent, strict=True)
+        raw["root"] = str(repo or (Path(parent_root) if parent_root else here.parent))
+    raw["extends_chain"] = chain
+    return raw
+
+
+_FLOAT = re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$")
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected PATH=VALUE, e.g. train.max_steps=4")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise ConfigError(f"--set {item!r}: PATH must be dotted field names, e.g. arms.concise.train.max_steps")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: VALUE is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if isinstance(value, str) and _FLOAT.match(value):
+        value = float(value)  # YAML 1.1 reads '1e-4' (no dot) as a string; on a command line it is a number
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``raw`` with each ``PATH=VALUE`` applied (VALUE parsed as YAML; ``arms.NAME.…`` addresses an arm by name).
+
+    ``train.max_steps=4`` sets the experiment-wide default (arms that override it keep theirs);
+    ``arms.concise.train.max_steps=4`` sets one arm's override. Unknown fields are caught by validation.
+    """
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        parts, value = _parse_override(item)
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                match = [a for a in node if isinstance(a, dict) and a.get("name") == part]
+                if not match:
+                    names = [a.get("name") for a in node if isinstance(a, dict)]
+                    raise ConfigError(f"--set {item!r}: no arm named {part!r} (arms: {names})")
+                node = match[0]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i])} is not a mapping")
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            node = child
+        last = parts[-1]
+        if isinstance(node, list):
+            raise ConfigError(f"--set {item!r}: give a field of the arm, e.g. arms.{last}.train.max_steps=4")
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(parts[:-1])} is not a mapping")
+        node[last] = value
+    return raw
+
+
+def load_experiment(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Load and validate an experiment YAML; errors name the file and the offending key.
+
+    ``overrides`` are ``PATH=VALUE`` strings (``--set``), applied after ``extends`` and recorded in
+    ``cfg.overrides``.
+    """
+    path = Path(path)
+    overrides = list(overrides)
+    raw = load_raw_config(path)
+    root = Path(raw["root"])
+    # recorded relative to the root where possible, so provenance names no machine's absolute paths
+    raw["extends_chain"] = [os.path.relpath(p, root) if Path(p).is_relative_to(root) else p
+                            for p in raw["extends_chain"]]
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        raw["overrides"] = [*raw.get("overrides", []), *overrides]
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
+        where = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
+        raise ConfigError(f"{where}: {format_validation_error(exc)}") from None
     return cfg

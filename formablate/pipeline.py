@@ -10,7 +10,9 @@ switched off); only then may generation merge the adapter into the weights for
 speed (:func:`formablate.generate.maybe_merge` keeps the merge only if it changes
 logits by less than its tolerance and flips no greedy token).
 
-Names: the base model is ``base``; an adapter is ``<arm>@s<seed>``.
+Names: the base model is ``base``; an adapter is ``<arm>@s<seed>``. An arm on another base model
+(``arms[].model``) is compared with that model's own base run, named ``base@<model slug>``
+(:func:`base_name`): its own generations, judgments, held-out loss and KL reference.
 
 Parallel runs (pytest-xdist): every worker asks for the same arms, but each starts at a
 different point of the list and *claims* an arm (a non-blocking file lock) before working on it;
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from formablate.cache import Cache, cache_key
-from formablate.config import ArmConfig, ExperimentConfig
+from formablate.config import ArmConfig, ExperimentConfig, ModelConfig
 from formablate.data.schema import EvalPrompt
 from formablate.errors import ConfigError, NotImplementedYet
 from formablate.io import atomic_write_jsonl, sha256_file
@@ -53,6 +56,7 @@ from formablate.results import (
 
 __all__ = [
     "BASE_NAME",
+    "base_name",
     "DEGENERATE_REPETITION",
     "ModelRun",
     "Pipeline",
@@ -69,6 +73,14 @@ BASE_NAME = "base"
 DEGENERATE_REPETITION = 0.5
 _PIPELINE_VERSION = 1
 _SAMPLE_FIELDS = ("model", "prompt_id", "category", "output", "tokens", "finish_reason")
+
+
+def base_name(cfg: ExperimentConfig, model: ModelConfig | None = None) -> str:
+    """Name of the base run of ``model``: ``base`` for the experiment's model, else ``base@<slug of its source>``."""
+    if model is None or model == cfg.model:
+        return BASE_NAME
+    slug = re.sub(r"[^a-z0-9]+", "_", model.source.lower()).strip("_")
+    return f"{BASE_NAME}@{slug}"
 
 
 def model_name(arm: str, seed: int) -> str:
@@ -156,7 +168,11 @@ class Pipeline:
     def __init__(self, cfg: ExperimentConfig, *, cache: Cache | None = None, progress: bool = True):
         device = worker_device(cfg)
         if device is not None:
-            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"device": device})})
+            def on(m: ModelConfig) -> ModelConfig:
+                return m.model_copy(update={"device": device}) if m.device == "auto" else m
+
+            cfg = cfg.model_copy(update={"model": on(cfg.model),
+                                         "arms": [a.model_copy(update={"model": on(a.model)}) for a in cfg.arms]})
         else:
             from formablate.precision import resolve_device
 
@@ -181,19 +197,20 @@ class Pipeline:
             self._prompts = load_eval_prompts(self.cfg)
         return self._prompts
 
-    def _load_base(self):
+    def _load_base(self, model: ModelConfig | None = None):
         from formablate.models import load_base
 
-        return load_base(self.cfg.model, cache=self.cache, progress=self.progress)
+        return load_base(model or self.cfg.model, cache=self.cache, progress=self.progress)
 
-    def base_key(self) -> str:
-        """Model key of the base model: identity plus resolved dtype (cheap; loads no weights)."""
+    def base_key(self, model: ModelConfig | None = None) -> str:
+        """Model key of a base model (default: the experiment's): identity plus resolved dtype (loads no weights)."""
         from formablate.generate import base_model_key
         from formablate.models import model_identity
         from formablate.precision import dtype_name, resolve_device, resolve_dtype
 
-        device = resolve_device(self.cfg.model.device)
-        identity = {**model_identity(self.cfg.model), "dtype": dtype_name(resolve_dtype(self.cfg.model.dtype, device))}
+        model = model or self.cfg.model
+        device = resolve_device(model.device)
+        identity = {**model_identity(model), "dtype": dtype_name(resolve_dtype(model.dtype, device))}
         return base_model_key(identity)
 
     # -- judging ---------------------------------------------------------------------------------------
@@ -247,27 +264,29 @@ class Pipeline:
         return [compare_judgments(j, base_by_id[j.prompt_id], tie_margin=judge.tie_margin) for j in run.judgments]
 
     # -- models ----------------------------------------------------------------------------------------
-    def base_run(self) -> ModelRun:
-        """The base model's generations and judgments (cached)."""
-        if BASE_NAME in self._runs:
-            return self._runs[BASE_NAME]
+    def base_run(self, model: ModelConfig | None = None) -> ModelRun:
+        """The generations and judgments of base model ``model`` (default: the experiment's), cached."""
+        model = model or self.cfg.model
+        name = base_name(self.cfg, model)
+        if name in self._runs:
+            return self._runs[name]
         from formablate.generate import cached_generate, generation_key, prompts_hash
 
-        run = ModelRun(name=BASE_NAME, kind="base", model_key=self.base_key())
+        run = ModelRun(name=name, kind="base", model_key=self.base_key(model))
         run.generation_key = generation_key(run.model_key, prompts_hash(self.prompts), self.cfg.eval)
 
         def get_model():
-            _say(f"{BASE_NAME}: loading {self.cfg.model.source} to generate")
-            base = self._load_base()
+            _say(f"{name}: loading {model.source} to generate")
+            base = self._load_base(model)
             return base.model, base.tokenizer
 
-        run.generations = cached_generate(self.cache, run.model_key, BASE_NAME, get_model, self.prompts,
+        run.generations = cached_generate(self.cache, run.model_key, name, get_model, self.prompts,
                                           self.cfg.eval, progress=self.progress)
         run.judgments = self._judgments(run)
         from formablate.train import base_heldout
 
-        run.train_meta = {"heldout": base_heldout(self.cfg, cache=self.cache)}
-        self._runs[BASE_NAME] = run
+        run.train_meta = {"heldout": base_heldout(self.cfg, cache=self.cache, model=model)}
+        self._runs[name] = run
         return run
 
     def _adapter_run(self, arm: ArmConfig, seed: int) -> ModelRun:
@@ -288,7 +307,7 @@ class Pipeline:
 
         def peft():
             if "peft" not in holder:
-                loaded = self._load_base()
+                loaded = self._load_base(arm.model)
                 holder.update(loaded=loaded, peft=load_adapter(loaded, trained.path))
             return holder["peft"], holder["loaded"]
 
@@ -298,7 +317,7 @@ class Pipeline:
                 model, loaded = peft()
                 return model, None, loaded.tokenizer  # base logits: the same weights, adapter disabled
 
-            run.kl = cached_kl_from_base(self.cache, run.model_key, self.base_key(), get_models, self.prompts,
+            run.kl = cached_kl_from_base(self.cache, run.model_key, self.base_key(arm.model), get_models, self.prompts,
                                          self.cfg.eval, progress=self.progress,
                                          n_resamples=self.cfg.stats.bootstrap_resamples,
                                          bootstrap_seed=self.cfg.stats.seed)
@@ -316,7 +335,7 @@ class Pipeline:
                                           self.cfg.eval, progress=self.progress)
         run.judgments = self._judgments(run)
         # the base last: pairwise needs its judgments, nothing before this does (so training never waits for it)
-        run.pairwise = self._pairwise(run, self.base_run())
+        run.pairwise = self._pairwise(run, self.base_run(arm.model))
         self._runs[name] = run
         return run
 
@@ -345,7 +364,7 @@ class Pipeline:
         Worker ``i`` of ``n`` starts ``i/n`` of the way into the list and skips adapters another
         worker has claimed, coming back to them at the end (by then cached, or waited for).
         """
-        items = [(self.cfg.arm(n), seed) for n in names for seed in self.cfg.train.seeds]
+        items = [(arm, seed) for arm in map(self.cfg.arm, names) for seed in arm.train.seeds]
         index, count = xdist_worker()
         start = index * len(items) // count
         deferred = []
@@ -374,11 +393,15 @@ class Pipeline:
             self.cfg.arm(n)  # unknown arm: ConfigError naming the arms
         runs = self.materialise(names)
         base = self.base_run()
+        bases = {base.name: base}
+        for run in runs:  # each arm is compared with the base run of its own model
+            other = self.base_run(run.arm.model)
+            bases.setdefault(other.name, other)
         from formablate.metrics import aggregate_metrics, output_metrics
 
         by_id = {p.id: p for p in self.prompts}
         rows = [output_metrics(by_id[g["prompt_id"]], g["output"], run.name)
-                for run in [base, *runs] for g in run.generations]
+                for run in [*bases.values(), *runs] for g in run.generations]
         agg = aggregate_metrics(rows, base_model=BASE_NAME)
         per_output = {(r.model, r.prompt_id): r for r in rows}
         judge = self.judge
@@ -388,7 +411,9 @@ class Pipeline:
             judge=JudgeInfo(id=judge.judge_id, version=judge.judge_version, pairwise=True,
                             notes="pairwise vs base: adapter shown as A and B (both orders); disagreement = tie"),
             stats=self.cfg.stats,
-            models=[self._model_result(r, base, agg, per_output) for r in [base, *runs]],
+            models=[self._model_result(r, r if r.kind == "base" else bases[base_name(self.cfg, r.arm.model)],
+                                       agg, per_output)
+                    for r in [*bases.values(), *runs]],
         )
 
     def _model_result(self, run: ModelRun, base: ModelRun, agg, per_output) -> ModelResult:
@@ -457,7 +482,8 @@ class Pipeline:
             arm=run.arm.name if run.arm else None,
             format=run.arm.format if run.arm else None,
             content=arm_content(run.arm) if run.arm else None,
-            adapter=run.arm.adapter if run.arm else None,
+            adapter=run.arm.adapter_name if run.arm else None,
+            base_model=base.name if run.kind == "adapter" and base.name != BASE_NAME else None,
             seed=run.seed,
             final_loss=tm.get("final_loss"),
             heldout_loss=(run.train_meta.get("heldout") or {}).get("loss"),
@@ -489,6 +515,10 @@ class Pipeline:
             "data_sha256": {d: sha256_file(cfg.path(d)) for d in datasets if cfg.path(d).is_file()},
             "eval_sha256": sha256_file(cfg.path(cfg.eval.prompts)),
             "model_identity": model_identity(cfg.model),
+            **({"base_models": {base_name(cfg, m): model_identity(m) for m in cfg.base_models()}}
+               if len(cfg.base_models()) > 1 else {}),
+            "arm_overrides": {a.name: cfg.arm_overrides(a) for a in cfg.arms if cfg.arm_overrides(a)},
+            "overrides": list(cfg.overrides),
             "judge": {"kind": cfg.judge.kind, "model": cfg.judge.model, "base_url": cfg.judge.base_url},
             "versions": versions,
             "machine": {"platform": platform.platform(), "python": platform.python_version(),

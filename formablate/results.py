@@ -145,7 +145,13 @@ class ModelResult(_Strict):
     content: str | None = Field(
         None, description="Name of the canonical content the arm was rendered from; arms differing only in format share it."
     )
-    adapter: Literal["quality", "surgical"] | None = Field(None, description="Adapter kind; None for the base.")
+    adapter: str | None = Field(
+        None, description="Adapter target roles: 'quality', 'surgical' or explicit roles joined by '+'; None for the base."
+    )
+    base_model: str | None = Field(
+        None, description="Name of the base entry this adapter is compared with, when it is not the experiment's "
+        "base model (an arm on another base model); None = the only/default base."
+    )
     seed: int | None = Field(None, description="Training seed.")
     final_loss: float | None = Field(None, ge=0, description="Final training loss (on the arm's own format).")
     heldout_loss: float | None = Field(None, ge=0, description="Loss on the one held-out set shared by every model.")
@@ -219,8 +225,13 @@ class Results(_Strict):
         if dupes:
             raise ValueError(f"model names must be unique; duplicated: {dupes}")
         bases = [m.name for m in self.models if m.kind == "base"]
-        if len(bases) > 1:
-            raise ValueError(f"at most one base model; found {bases}")
+        for m in self.models:
+            if m.base_model is not None and (m.kind == "base" or m.base_model not in bases):
+                raise ValueError(f"model {m.name!r}: base_model={m.base_model!r} is not a base entry; bases: {bases}")
+        linked = {m.base_model for m in self.models if m.base_model}
+        stray = [b for b in bases[1:] if b not in linked]
+        if stray:
+            raise ValueError(f"at most one base model unless adapters name theirs (base_model); found {bases}")
         keys = [(m.arm, m.seed) for m in self.models if m.kind == "adapter"]
         dup_keys = sorted({f"{a}@{s}" for a, s in keys if keys.count((a, s)) > 1})
         if dup_keys:
@@ -241,8 +252,15 @@ class Results(_Strict):
         return self
 
     def base(self) -> ModelResult | None:
-        """The base model's entry, if the file has one."""
+        """The (experiment's default) base model's entry, if the file has one: the first base entry."""
         return next((m for m in self.models if m.kind == "base"), None)
+
+    def base_for(self, model: ModelResult | str) -> ModelResult | None:
+        """The base entry ``model`` is compared with: its ``base_model`` if set, else :meth:`base`."""
+        m = model if isinstance(model, ModelResult) else next((x for x in self.models if x.name == model), None)
+        if m is not None and m.base_model is not None:
+            return next((x for x in self.models if x.name == m.base_model), None)
+        return self.base()
 
     def arms(self) -> dict[str, list[ModelResult]]:
         """Adapter entries grouped by arm (one entry per training seed), in file order."""

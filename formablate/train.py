@@ -6,8 +6,13 @@ with ``harness-meta.json``: the resolved config, the cache key and its material,
 per-step losses, final loss, tokens seen, wall time, trainable parameters and
 provenance. ``meta["heldout"]`` adds the loss on the shared held-out set.
 
-The cache key (:func:`adapter_key`) hashes what determines the weights: the base
-model identity (source, revision / file hash, weights dtype), the training file's
+Every function here takes the experiment config and a resolved arm; the arm's own
+``train`` / ``lora`` / ``model`` (the experiment-wide sections plus its overrides, see
+:meth:`ExperimentConfig.for_arm`) are what it trains with. The held-out loss uses the
+experiment-wide ``train.max_length`` and precision for every arm, so it stays one yardstick.
+
+The cache key (:func:`adapter_key`) hashes what determines the weights, never the arm's
+name: the base model identity (source, revision / file hash, weights dtype), the training file's
 content, the adapter kind and its target modules, the LoRA and training settings
 (resolved precision included, the seed list and held-out file excluded), the seed, and the
 versions of torch / transformers / peft / trl. It never loads a model. The held-out
@@ -40,7 +45,7 @@ from formablate.config import ArmConfig, ExperimentConfig
 from formablate.errors import CacheError, ConfigError, MissingFileError
 from formablate.models.fit import fit_adapter, resolve_checkpointing
 from formablate.models.heldout import heldout_loss
-from formablate.models.roles import ADAPTER_KINDS, role_suffixes
+from formablate.models.roles import role_suffixes
 from formablate.models.sft_data import load_heldout_prompts, load_sft_dataset
 from formablate.models.sources import LoadedModel, load_base, model_identity
 from formablate.precision import dtype_name, resolve_device, resolve_dtype, resolve_precision
@@ -93,6 +98,7 @@ def heldout_path(cfg: ExperimentConfig) -> Path:
 
 def check_train_options(cfg: ExperimentConfig, arm: ArmConfig) -> None:
     """Reject option combinations before any model is loaded; the message names the fix."""
+    cfg = cfg.for_arm(arm)
     data = cfg.path(arm.dataset)
     if not data.is_file():
         raise MissingFileError(f"arm={arm.name!r}: dataset {data} not found (render it with `formablate render`)")
@@ -113,7 +119,12 @@ def check_train_options(cfg: ExperimentConfig, arm: ArmConfig) -> None:
 
 
 def adapter_key_material(cfg: ExperimentConfig, arm: ArmConfig, seed: int) -> dict[str, Any]:
-    """Everything that determines an adapter's weights, as JSON (cheap: hashes files, loads no model)."""
+    """Everything that determines an adapter's weights, as JSON (cheap: hashes files, loads no model).
+
+    Computed from the resolved arm (its dataset's content, model, adapter roles, LoRA and training
+    settings) and never from its name, so two arms that resolve alike share one adapter.
+    """
+    cfg = cfg.for_arm(arm)
     device = resolve_device(cfg.model.device)
     identity = model_identity(cfg.model)
     data = cfg.path(arm.dataset)
@@ -131,8 +142,8 @@ def adapter_key_material(cfg: ExperimentConfig, arm: ArmConfig, seed: int) -> di
         "model": {**identity, "dtype": dtype_name(resolve_dtype(cfg.model.dtype, device))},
         "dataset_sha256": file_sha256(data),
         "adapter": {
-            "kind": arm.adapter,
-            "roles": list(ADAPTER_KINDS[arm.adapter]),
+            "kind": arm.adapter if isinstance(arm.adapter, str) else "roles",
+            "roles": list(arm.roles),
             "modules": role_suffixes(identity["arch"], arm.adapter),
         },
         "lora": cfg.lora.model_dump(),
@@ -204,6 +215,8 @@ def train_arm(
     material = adapter_key_material(cfg, arm, seed)
     key = cache_key(material)
     trained: dict[str, Any] = {}
+    heldout_cfg = cfg.model_copy(update={"model": arm.model})  # the arm's model, the shared yardstick's settings
+    cfg = cfg.for_arm(arm)
 
     def build(tmp: Path) -> dict[str, Any]:
         dataset, kind = load_sft_dataset(cfg.path(arm.dataset))
@@ -231,7 +244,7 @@ def train_arm(
         }
 
     path, meta, built = cache.get_dir("adapters", key, build, key_material=material)
-    heldout = _heldout(cfg, key, path, cache, trained)
+    heldout = _heldout(heldout_cfg, key, path, cache, trained)
     return TrainedAdapter(path=path, meta={**meta, "heldout": heldout}, built=built)
 
 
@@ -286,12 +299,15 @@ def _heldout(cfg: ExperimentConfig, key: str, path: Path, cache: Cache, trained:
     return _heldout_record(cfg, cache, key, load)
 
 
-def base_heldout(cfg: ExperimentConfig, *, cache: Cache | None = None) -> dict[str, Any]:
+def base_heldout(cfg: ExperimentConfig, *, cache: Cache | None = None, model: Any = None) -> dict[str, Any]:
     """The base model's (no adapter) loss on the shared held-out set, cached like an adapter's.
 
     The reference point for every arm's ``meta['heldout']``: same set, tokens, truncation and precision.
+    ``model`` (a :class:`ModelConfig`) scores another base model than ``cfg.model``.
     """
     cache = cache or Cache(cfg.path(cfg.cache_dir))
+    if model is not None:
+        cfg = cfg.model_copy(update={"model": model})
     device = resolve_device(cfg.model.device)
     identity = {**model_identity(cfg.model), "dtype": dtype_name(resolve_dtype(cfg.model.dtype, device))}
 
@@ -329,6 +345,6 @@ def load_adapter(base: LoadedModel, adapter_path: str | Path):
 
 
 def train_all(cfg: ExperimentConfig, *, cache: Cache | None = None, progress: bool = True) -> list[TrainedAdapter]:
-    """Train (or load) every arm once per seed in ``cfg.train.seeds``, in config order."""
+    """Train (or load) every arm once per seed in its ``train.seeds``, in config order."""
     cache = cache or Cache(cfg.path(cfg.cache_dir))
-    return [train_arm(cfg, arm, seed, cache=cache, progress=progress) for arm in cfg.arms for seed in cfg.train.seeds]
+    return [train_arm(cfg, arm, seed, cache=cache, progress=progress) for arm in cfg.arms for seed in arm.train.seeds]

@@ -131,9 +131,35 @@ def format_files(ds: DatasetContext) -> RuleResult:
                      f"found no file for format={fmt!r}, expected it rendered (formablate render)")
     for path in sorted(ds.dataset_dir.glob("*.jsonl")):
         name = path.name.removesuffix(".jsonl")
-        if name not in ds.manifest.formats:
+        if name not in ds.manifest.formats and name not in ds.manifest.blends:
             what = "unknown format" if name not in FORMATS else "format not in the manifest"
             res.fail(path, None, "format_files", f"found {what} {name!r}, expected one of {list(ds.manifest.formats)}")
+    return res
+
+
+def blends(ds: DatasetContext) -> RuleResult:
+    """Each declared blend file's line i is line i of its formats[i % k]'s rendered file, byte for byte."""
+    res = RuleResult()
+    for blend, parts in ds.manifest.blends.items():
+        path = ds.dataset_dir / f"{blend}.jsonl"
+        if not path.is_file():
+            res.fail(path, None, "blends", f"found no file for blend={blend!r}, expected it built from {parts}")
+            continue
+        sources = [ds.format_path(f).read_bytes().splitlines() if ds.format_path(f).is_file() else None
+                   for f in parts]
+        if any(s is None for s in sources):
+            continue  # format_files reports the missing rendering
+        lines = path.read_bytes().splitlines()
+        n = min(len(s) for s in sources)
+        if len(lines) != n:
+            res.fail(path, None, "blends", f"found {len(lines)} records, expected {n} (one per rendered record)")
+        for i, line in enumerate(lines[:n]):
+            fmt = parts[i % len(parts)]
+            if line != sources[i % len(parts)][i]:
+                res.fail(path, i + 1, "blends",
+                         f"found a record that is not line {i + 1} of {fmt}.jsonl, expected that line byte for byte")
+        if lines and not res.failures:
+            res.notes.append(f"{path.name}: {len(lines)} records, each identical to its line in {'/'.join(parts)}")
     return res
 
 

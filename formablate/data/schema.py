@@ -201,6 +201,21 @@ class DatasetManifest(_Strict):
     domain_counts: dict[Domain, int] = Field(description="Exact number of examples per domain.")
     formats: list[FormatName] = Field(min_length=1, description="Formats rendered under data/sft/<name>/.")
     reuses: str | None = Field(None, description="Name of a dataset whose examples this one may reuse by id.")
+    blends: dict[str, list[FormatName]] = Field(
+        default_factory=dict,
+        description="Blended files under data/sft/<name>/: '<blend>.jsonl' holds, as its line i, line i of "
+        "formats[i % len(formats)]'s rendered file, byte for byte (so every record is a gated record).",
+    )
+
+    @model_validator(mode="after")
+    def _blends_of_declared_formats(self) -> "DatasetManifest":
+        for blend, parts in self.blends.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", blend) or blend in self.formats:
+                raise ValueError(f"blends: name {blend!r} must be a lowercase file stem that is not a format")
+            missing = [f for f in parts if f not in self.formats]
+            if len(parts) < 2 or missing:
+                raise ValueError(f"blends.{blend}: needs two or more of the manifest's formats; not declared: {missing}")
+        return self
 
     @model_validator(mode="after")
     def _counts_add_up(self) -> "DatasetManifest":

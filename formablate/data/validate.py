@@ -73,6 +73,7 @@ RULES: tuple[Rule, ...] = (
     Rule("domain_counts", "dataset", canon.domain_counts),
     Rule("reuse", "dataset", canon.reuse),
     Rule("format_files", "dataset", canon.format_files),
+    Rule("blends", "dataset", canon.blends),
     Rule("constraints", "dataset", canon.constraints),
     Rule("python_tests", "dataset", canon.python_tests),
     Rule("json_parses", "dataset", canon.json_parses),

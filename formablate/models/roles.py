@@ -15,20 +15,32 @@ is adapted by accident.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from torch import nn
 
+from formablate.config import ADAPTER_PRESETS, ROLE_NAMES
 from formablate.errors import ConfigError
 
-__all__ = ["ROLES", "ADAPTER_KINDS", "ROLE_MAP", "role_suffixes", "adapter_target_modules", "linear_module_suffixes"]
+__all__ = ["ROLES", "ADAPTER_KINDS", "ROLE_MAP", "kind_roles", "role_suffixes", "adapter_target_modules", "linear_module_suffixes"]
 
 Role = Literal["attn_q", "attn_k", "attn_v", "attn_out"]
-ROLES: tuple[str, ...] = ("attn_q", "attn_k", "attn_v", "attn_out")
-ADAPTER_KINDS: dict[str, tuple[str, ...]] = {
-    "quality": ("attn_q", "attn_k", "attn_v", "attn_out"),
-    "surgical": ("attn_out",),
-}
+ROLES: tuple[str, ...] = ROLE_NAMES
+# presets; an arm may also name its roles explicitly (``adapter: [attn_q, attn_v]``)
+ADAPTER_KINDS: dict[str, tuple[str, ...]] = ADAPTER_PRESETS
+
+
+def kind_roles(kind: str | Sequence[str]) -> tuple[str, ...]:
+    """The roles of adapter ``kind``: a preset name ('quality', 'surgical') or an explicit sequence of roles."""
+    if isinstance(kind, str):
+        if kind not in ADAPTER_KINDS:
+            raise ConfigError(f"adapter kind={kind!r}: expected one of {sorted(ADAPTER_KINDS)} or a list of roles")
+        return ADAPTER_KINDS[kind]
+    unknown = [r for r in kind if r not in ROLES]
+    if unknown or not kind:
+        raise ConfigError(f"adapter roles={list(kind)!r}: expected a non-empty list of {list(ROLES)}")
+    return tuple(kind)
 
 _LLAMA_STYLE = {
     "attn_q": "self_attn.q_proj",
@@ -74,20 +86,19 @@ def linear_module_suffixes(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def role_suffixes(model_type: str, kind: str) -> list[str]:
-    """Module-name suffixes for adapter ``kind`` on architecture ``model_type`` (no model needed)."""
-    if kind not in ADAPTER_KINDS:
-        raise ConfigError(f"adapter kind={kind!r}: expected one of {sorted(ADAPTER_KINDS)}")
+def role_suffixes(model_type: str, kind: str | Sequence[str]) -> list[str]:
+    """Module-name suffixes for adapter ``kind`` (preset or roles) on architecture ``model_type`` (no model needed)."""
+    roles = kind_roles(kind)
     if model_type not in ROLE_MAP:
         raise ConfigError(
             f"architecture model_type={model_type!r} has no adapter role mapping; known: {sorted(ROLE_MAP)}. "
             "Add one to formablate/models/roles.py ROLE_MAP"
         )
-    return [ROLE_MAP[model_type][role] for role in ADAPTER_KINDS[kind]]
+    return [ROLE_MAP[model_type][role] for role in roles]
 
 
-def adapter_target_modules(model: nn.Module, kind: str) -> list[str]:
-    """Full names of the ``nn.Linear`` modules that adapter ``kind`` ('quality' | 'surgical') adapts on ``model``.
+def adapter_target_modules(model: nn.Module, kind: str | Sequence[str]) -> list[str]:
+    """Full names of the ``nn.Linear`` modules that adapter ``kind`` ('quality' | 'surgical' | roles) adapts.
 
     An architecture without a mapping is a :class:`ConfigError` listing its linear modules;
     a role that matches nothing is one too (a mapping that no longer fits the model).

@@ -66,6 +66,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="replay verdicts from a stored results JSON file; no model is loaded",
     )
     group.addoption(
+        "--set",
+        dest="config_set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override one config field, YAML-parsed, repeatable: --set train.max_steps=4, "
+        "--set arms.NAME.train.learning_rate=1e-4 (recorded in the results' provenance)",
+    )
+    group.addoption(
         "--report-dir",
         default=None,
         metavar="DIR",

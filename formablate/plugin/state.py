@@ -147,7 +147,7 @@ class HarnessSession:
 
             if self.replay_path is not None and self.explicit_experiment is None:
                 return None
-            self._experiment = load_experiment(self.experiment_path())
+            self._experiment = load_experiment(self.experiment_path(), self.config.getoption("config_set", None) or ())
         return self._experiment
 
     def report_dir(self, results: Results | None) -> Path:

@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""Build the concise+terse blend of the next_steps study from the committed rendered files.
+
+Record i of ``data/sft/phase9_pilot_300/blend_concise_terse.jsonl`` is line i of
+``multi_turn_concise.jsonl`` when i is even and line i of ``structured_terse.jsonl`` when i
+is odd (0-based): the same 300 canonical examples, half in each shape. Lines are copied
+byte for byte, so the blend is deterministic and every record is exactly a record the
+dataset gate already accepts in its own format. Both inputs must list the same ids in the
+same order (one rendering of one canonical file); anything else is refused.
+
+Usage: python scripts/build_blend.py [--check]
+``--check`` rebuilds in memory and exits 1 if the committed file differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DIR = ROOT / "data" / "sft" / "phase9_pilot_300"
+EVEN, ODD = DIR / "multi_turn_concise.jsonl", DIR / "structured_terse.jsonl"
+OUT = DIR / "blend_concise_terse.jsonl"
+
+
+def build() -> bytes:
+    even = EVEN.read_bytes().splitlines(keepends=True)
+    odd = ODD.read_bytes().splitlines(keepends=True)
+    if len(even) != len(odd):
+        raise SystemExit(f"{EVEN.name} has {len(even)} lines but {ODD.name} has {len(odd)}")
+    lines = []
+    for i, (a, b) in enumerate(zip(even, odd)):
+        ida, idb = json.loads(a)["id"], json.loads(b)["id"]
+        if ida != idb:
+            raise SystemExit(f"line {i + 1}: {EVEN.name} has id {ida!r} but {ODD.name} has {idb!r}")
+        line = a if i % 2 == 0 else b
+        lines.append(line if line.endswith(b"\n") else line + b"\n")
+    return b"".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is not what this builds")
+    args = parser.parse_args(argv)
+    data = build()
+    if args.check:
+        same = OUT.is_file() and OUT.read_bytes() == data
+        print(f"{OUT.relative_to(ROOT)}: {'up to date' if same else 'differs from what build_blend.py makes'}")
+        return 0 if same else 1
+    from formablate.io import atomic_write_bytes
+
+    atomic_write_bytes(OUT, data)
+    records = data.count(b"\n")
+    print(f"wrote {OUT.relative_to(ROOT)} ({records} records)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
