@@ -16,9 +16,9 @@ Decision: CONFIRMED iff rho is significantly positive (loss ranks arms backwards
 quality); otherwise INCONCLUSIVE - with about 8 arms a non-significant rho cannot tell "no tracking"
 from "tracking too weak to see" (the minimum detectable rho is reported).
 
-Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE, stated once for every hypothesis): the unit of resampling is the eval prompt
-(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha (0.05),
-hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
+(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha
+(0.05), hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or
 above the smallest effect of interest; REJECTED needs the binding component significantly on the other
 side; anything else is INCONCLUSIVE with its reason (not significant is never REJECTED). A judge that

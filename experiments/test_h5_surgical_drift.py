@@ -16,9 +16,9 @@ Decision: CONFIRMED iff every pair shows significantly lower KL and non-inferior
 REJECTED iff some pair shows significantly higher KL for surgical or JSON validity significantly below
 the margin; otherwise INCONCLUSIVE. H5 does not rest on the judge.
 
-Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE, stated once for every hypothesis): the unit of resampling is the eval prompt
-(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha (0.05),
-hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
+(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha
+(0.05), hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or
 above the smallest effect of interest; REJECTED needs the binding component significantly on the other
 side; anything else is INCONCLUSIVE with its reason (not significant is never REJECTED). A judge that

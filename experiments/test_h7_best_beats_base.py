@@ -15,9 +15,9 @@ Smallest effect: win share >= 0.55, on the point estimate.
 Decision: the common rule below with one component (the selected best format). Rests on pairwise
 judging: a judge with position consistency below stats.min_position_consistency caps it.
 
-Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE, stated once for every hypothesis): the unit of resampling is the eval prompt
-(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha (0.05),
-hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
+Common to H1-H7 (formablate.hypotheses.spec.DECISION_RULE): the unit of resampling is the eval prompt
+(training seeds averaged per prompt first); Holm across the family collected in the run at stats.alpha
+(0.05), hypotheses not evaluated in a run count as p = 1; CONFIRMED needs the Holm-adjusted p < alpha, every
 component on the claimed side with its 95% interval excluding the null and its point estimate at or
 above the smallest effect of interest; REJECTED needs the binding component significantly on the other
 side; anything else is INCONCLUSIVE with its reason (not significant is never REJECTED). A judge that

@@ -217,6 +217,10 @@ class Results(_Strict):
     judge: JudgeInfo = Field(description="The judge behind every score in this file.")
     stats: StatsConfig | None = Field(None, description="Decision settings of the run; replays default to these.")
     models: list[ModelResult] = Field(min_length=1, description="The base model and every adapter (arm x seed).")
+    hypotheses: dict[str, Any] | None = Field(
+        None, description="What the pytest run that wrote this file decided: {'family': [ids], 'verdicts': "
+        "{id: summary}}. A record only: replays and `formablate verdicts` recompute verdicts from the models.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> "Results":

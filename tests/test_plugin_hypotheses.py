@@ -104,7 +104,11 @@ def test_k_selects_one_hypothesis_and_reports_only_it(experiments, replay_file, 
     assert "| H6 | REJECTED | failed |" in md
     # the others were decided in the same family on the same data: the report shows them, marked as not run
     assert f"| H4 | {full_run['H4']['verdict']} | not selected; same data |" in md
-    assert load_results(out / "results.json") == load_results(replay_file)
+    written = load_results(out / "results.json")
+    assert written.model_copy(update={"hypotheses": None}) == load_results(replay_file)
+    # the file records the run's family (all seven collected, though -k ran one) and its verdicts
+    assert written.hypotheses["family"] == [f"H{i}" for i in range(1, 8)]
+    assert written.hypotheses["verdicts"]["H6"]["verdict"] == "REJECTED"
 
 
 def test_verdict_words_outcomes_and_summary(experiments, replay_file, full_run, tmp_path):

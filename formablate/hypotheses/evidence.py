@@ -283,7 +283,8 @@ def _dimension_view(view: ArmView, dim: str) -> ArmView:
         for r in m.per_prompt or []:
             if dim in r.scores:
                 scores.setdefault(r.prompt_id, []).append(r.scores[dim])
-    rows = {p: dataclasses.replace(pv, overall=fmean(scores[p]) if p in scores else None) for p, pv in view.rows.items()}
+    rows = {p: dataclasses.replace(pv, overall=fmean(scores[p]) if p in scores else None)
+            for p, pv in view.rows.items()}
     return dataclasses.replace(view, rows=rows)
 
 
@@ -295,7 +296,7 @@ class Paired(Evidence):
     b: ArmRef
     on: str
     categories: tuple[str, ...] | None
-    margin: float
+    margin: float | Literal["smallest_effect"]
     direction: Literal["superiority", "non-inferiority"]
     better: Literal["higher", "lower"]
     smallest_effect: float | None | Literal["default"]
@@ -309,16 +310,17 @@ class Paired(Evidence):
             raise ConfigError(f"paired(direction={self.direction!r}): expected 'superiority' or 'non-inferiority'")
         if self.better not in ("higher", "lower"):
             raise ConfigError(f"paired(better={self.better!r}): expected 'higher' or 'lower'")
-        if self.margin < 0:
-            raise ConfigError(f"paired(margin={self.margin!r}): expected a margin >= 0")
+        if self.margin != "smallest_effect" and not (isinstance(self.margin, (int, float)) and self.margin >= 0):
+            raise ConfigError(f"paired(margin={self.margin!r}): expected a number >= 0 or 'smallest_effect'")
 
     @property
     def _oriented(self) -> tuple[ArmRef, ArmRef]:  # estimate = mean(first - second) > null is the claim
         return (self.a, self.b) if self.better == "higher" else (self.b, self.a)
 
-    @property
-    def null(self) -> float:
-        return -self.margin if self.direction == "non-inferiority" else self.margin
+    def null(self, cfg: StatsConfig) -> float:
+        """The null the estimate is tested against: +margin (superiority) or -margin (non-inferiority)."""
+        margin = cfg.smallest_effect if self.margin == "smallest_effect" else float(self.margin)
+        return -margin if self.direction == "non-inferiority" else margin
 
     def refs(self) -> list[ArmRef]:
         return [self.a, self.b]
@@ -338,7 +340,8 @@ class Paired(Evidence):
 
     def test_text(self) -> str:
         if self.direction == "non-inferiority":
-            return PAIRED_TEST + f"; tests against the margin -{self.margin} (two-sided, shifted sign-flip)"
+            margin = "stats.smallest_effect" if self.margin == "smallest_effect" else self.margin
+            return PAIRED_TEST + f"; tests against the margin -{margin} (two-sided, shifted sign-flip)"
         return PAIRED_TEST
 
     def components(self, ctx: Context) -> list[Component | str]:
@@ -358,9 +361,9 @@ class Paired(Evidence):
         comp = paired_component(
             vx, vy, attr, name=name, metric=PER_PROMPT_METRICS.get(self.on, (None, f"{self.on} per prompt"))[1],
             cfg=ctx.cfg,
-            seed=comparison_seed(ctx.cfg, "paired", vx.name, vy.name, self.on, self.categories, self.null,
+            seed=comparison_seed(ctx.cfg, "paired", vx.name, vy.name, self.on, self.categories, self.null(ctx.cfg),
                                  self.direction),
-            categories=self.categories, null=self.null, smallest_effect=se, family_size=ctx.family_size,
+            categories=self.categories, null=self.null(ctx.cfg), smallest_effect=se, family_size=ctx.family_size,
         )
         if isinstance(comp, Component) and attr == "overall" and self.on != "judge.overall":
             comp = comp.model_copy(update={"estimate_name": f"mean({vx.name} - {vy.name}) of {self.on}"})
@@ -603,7 +606,7 @@ def paired(
     *,
     on: str = "judge.overall",
     categories: Sequence[str] | None = None,
-    margin: float = 0.0,
+    margin: float | Literal["smallest_effect"] = 0.0,
     direction: Literal["superiority", "non-inferiority"] = "superiority",
     better: Literal["higher", "lower"] = "higher",
     smallest_effect: float | None | Literal["default"] = "default",
@@ -614,12 +617,14 @@ def paired(
     ``on``: 'judge.overall', 'judge.<dimension>', 'kl', 'json_valid', 'length' (tokens) or 'pairwise'.
     ``better='lower'`` for metrics where less is better (KL, length): the estimate is then mean(b - a).
     ``direction='superiority'`` tests estimate > ``margin``; ``'non-inferiority'`` tests estimate > -``margin``
-    (a may be worse than b by less than the margin). ``categories`` restricts the prompts. ``smallest_effect``:
+    (a may be worse than b by less than the margin); ``margin='smallest_effect'`` uses the study's
+    ``stats.smallest_effect``. ``categories`` restricts the prompts. ``smallest_effect``:
     the smallest effect of interest on the point estimate; by default ``stats.smallest_effect`` for judge
     superiority claims and none otherwise.
     """
     cats = tuple(categories) if categories is not None else None
-    return Paired(a, b, on, cats, float(margin), direction, better, smallest_effect, tuple(secondary))
+    m = margin if margin == "smallest_effect" else float(margin)
+    return Paired(a, b, on, cats, m, direction, better, smallest_effect, tuple(secondary))
 
 
 def rank_correlation(

@@ -262,6 +262,9 @@ class HarnessSession:
             verdicts += [v for h, v in self.provider.computed_verdicts().items() if h not in recorded]
         out_dir = self.report_dir(results)
         cfg = self.experiment_config()
+        family = sorted(self.family, key=_sort_key)
+        record = {"family": family, "verdicts": {v.id: v.summary() for v in verdicts if v.id in self.family}}
+        results = results.model_copy(update={"hypotheses": record})
         self.report_paths = write_report(
             results,
             out_dir,
