@@ -54,7 +54,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
+        # not cached in this module's globals: the defining module is looked up each time, so a test
+        # harness that unloads and re-imports modules (pytester in-process runs) never sees a stale class
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'formablate' has no attribute {name!r}")

@@ -56,7 +56,8 @@ class ArmView:
         """A reason string if this arm has no per-prompt rows with ``what``, else None."""
         if self.rows is None:
             return f"needs per-prompt data: {self.name!r} has only aggregate metrics"
-        attr = {"overall": "overall", "pairwise": "pairwise", "json_valid": "json_valid", "kl": "kl"}[what]
+        attr = {"overall": "overall", "pairwise": "pairwise", "json_valid": "json_valid", "kl": "kl",
+                "tokens": "tokens"}[what]
         if all(getattr(r, attr) is None for r in self.rows.values()):
             return f"needs per-prompt {what}: {self.name!r} has none recorded"
         return None
