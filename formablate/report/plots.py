@@ -171,7 +171,7 @@ def category_diff_png(comparisons) -> bytes | None:
         return None
     vals = [[comparisons.by_category[a][c].estimate for c in cats] for a in arms]
     lim = max([abs(v) for row in vals for v in row if v is not None] + [0.05])
-    fig = Figure(figsize=(1.15 * len(cats) + 2.8, 0.5 * len(arms) + 1.7))
+    fig = Figure(figsize=(0.95 * len(cats) + 2.8, 0.32 * len(arms) + 1.6))
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow([[float("nan") if v is None else v for v in row] for row in vals], cmap="RdBu", vmin=-lim,
                    vmax=lim, aspect="auto")
@@ -184,11 +184,10 @@ def category_diff_png(comparisons) -> bytes | None:
             d = comparisons.by_category[a][c]
             if d.estimate is None:
                 text = "n/a"
-            elif d.low is None:
-                text = f"{d.estimate:+.2f}\nn={d.n}"
-            else:
-                text = f"{d.estimate:+.2f}{'*' if d.verdict_word != 'unclear' else ''}\n[{d.low:+.2f},{d.high:+.2f}]"
-            ax.text(j, i, text, ha="center", va="center", fontsize=5.6)
+            else:  # intervals and n are in the table under the plot
+                text = f"{d.estimate:+.2f}{'*' if d.verdict_word not in ('unclear', 'n/a') else ''}"
+            dark = d.estimate is not None and abs(d.estimate) > 0.6 * lim
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     fig.colorbar(im, ax=ax, label="arm - base, judge overall")
     lvl = next((d.level for row in comparisons.by_category.values() for d in row.values()), 0.95)
     ax.set_title(f"per-category difference vs base (paired, {lvl:.0%} bootstrap CI; * = CI excludes 0)", fontsize=8.5)

@@ -17,7 +17,6 @@ from formablate.report.plots import (
     agreement_png,
     category_diff_png,
     forest_png,
-    judge_overall_png,
     loss_curves_png,
     loss_vs_quality_png,
 )
@@ -37,8 +36,9 @@ _COMPARISON_PLOTS = {
 
 # The absolute per-category heatmap (category_heatmap_png) is no longer drawn: on a 1-5 colour scale 0.1
 # differences vanish; the report draws the paired per-category differences instead and keeps the means as a table.
+# Likewise judge_overall_png (absolute scores, whose overlapping intervals do not say which arm is better): the
+# forest plot of paired differences replaces it.
 _PLOTS = {
-    "judge_overall": judge_overall_png,
     "loss_vs_quality": loss_vs_quality_png,
 }
 
