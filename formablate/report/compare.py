@@ -19,7 +19,6 @@ from typing import Any
 
 from formablate.config import StatsConfig
 from formablate.hypotheses import ArmView, arm_views
-from formablate.hypotheses.views import OUTCOME_VALUE
 from formablate.results import Results
 from formablate.stats import StatsInputError, paired_bootstrap
 

@@ -49,6 +49,9 @@ def p_combination(v: Verdict) -> tuple[str, str]:
     """How the hypothesis's p combines its components (short label, and the sentence that says why)."""
     if v.p_value is None or not v.components:
         return "", ""
+    recorded = getattr(v, "p_combination", None) or getattr(v, "p_method", None)  # when the verdict says itself
+    if recorded:
+        return str(recorded), ""
     if len(v.components) == 1:
         return "single component", ""
     try:

