@@ -525,7 +525,11 @@ class Pipeline:
                         "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
             "git_commit": _git_commit(cfg.path(".")),
             "adapters": {r.name: {"key": r.model_key, "trained_at": r.train_meta.get("built_at"),
-                                  "train_seconds": r.train_meta.get("metrics", {}).get("train_seconds")}
+                                  "train_seconds": r.train_meta.get("metrics", {}).get("train_seconds"),
+                                  # per-step training loss, for the report's loss curves
+                                  "loss_history": [{"step": h.get("step"), "loss": h.get("loss")}
+                                                   for h in r.train_meta.get("metrics", {}).get("loss_history", [])
+                                                   if isinstance(h, dict) and "loss" in h]}
                          for r in runs},
             "pipeline_version": _PIPELINE_VERSION,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

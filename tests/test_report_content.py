@@ -81,9 +81,11 @@ def test_every_number_in_the_results_table_has_an_interval_or_n(written):
 
 def test_html_is_self_contained_and_escapes_model_output(written):
     html = Path(written[1].html).read_text(encoding="utf-8")
-    assert len(re.findall(r'src="data:image/png;base64,', html)) == 3
+    # forest, per-category differences, judge agreement, loss vs quality (no loss history here)
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 4
     assert not re.search(r'(src|href)="(https?:)?//', html)
-    assert "<script" not in html and "<link" not in html and "@import" not in html
+    assert html.count("<script") == 1 and "<script>" in html  # the one inline filter script, no src
+    assert "<link" not in html and "@import" not in html
     assert "&lt;script&gt;alert(" in html
 
 
@@ -93,7 +95,7 @@ def test_markdown_plots_exist_and_output_cannot_break_the_layout(written):
     for image in paths.images:
         assert Path(image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({Path(image).name})" in md
-    assert len(paths.images) == 3
+    assert len(paths.images) == 4
     # The untrusted reply is inside a fence that its own ``` cannot close.
     i = md.index("<script>alert('x')</script>")
     assert md.count("```", 0, i) % 2 == 1 and "a pipe `\u200b`` and a fence" in md
@@ -135,7 +137,7 @@ def test_aggregate_only_results_get_n_and_no_invented_intervals(tmp_path):
     assert "No per-prompt rows in the results file, so no per-category scores." in md
     assert "needs per-prompt data" in md and "| H4 | INCONCLUSIVE |" in md
     assert "Spearman rho (final training loss vs judge overall) = +0.766" in md
-    assert len(paths.images) == 2  # judge overall and loss vs quality; no heatmap without per-prompt rows
+    assert len(paths.images) == 1  # loss vs quality; no paired plots without per-prompt rows
 
 
 def test_config_adds_design_training_data_hashes_and_redacts_secrets(synthetic, tmp_path):

@@ -1,11 +1,11 @@
 """`formablate report`: the Markdown and HTML report of a stored results directory (no model is loaded).
 
-    formablate report --results-dir DIR --output-md FILE --output-html FILE [--experiment CONFIG]
+    formablate report --results-dir DIR --output-md FILE --output-html FILE [--experiment CONFIG] [--reference ARM]
 
 ``DIR`` holds ``results.json`` (or exactly one results ``*.json``) and, if the
 run kept them, generation records under ``samples/``. The verdicts are
 recomputed from the file with :func:`formablate.verdicts.evaluate_all` (all of
-H1-H7, Holm across the family). ``--experiment`` adds the design, training
+the hypotheses of the family, Holm across them). ``--experiment`` adds the design, training
 configuration, data hashes and prompt texts, and its ``stats`` settings
 decide the verdicts; without it the file's own settings do.
 """
@@ -57,6 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--output-html", required=True, type=Path, help="self-contained HTML report to write")
     p.add_argument("--experiment", type=Path, default=None, metavar="CONFIG",
                    help="experiment config: adds design, training configuration, data hashes and prompt texts")
+    p.add_argument("--reference", default=None, metavar="ARM",
+                   help="arm every other arm is compared with on the first screen, besides the base "
+                        "(default: the arm with the highest mean judge overall)")
     p.set_defaults(run=run)
     return p
 
@@ -74,12 +77,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_experiment(args.experiment) if args.experiment is not None else None
     verdicts = evaluate_all(results, cfg.stats if cfg is not None else None)
     command = (f"formablate report --results-dir {args.results_dir} --output-md {args.output_md} "
-               f"--output-html {args.output_html}" + (f" --experiment {args.experiment}" if args.experiment else ""))
+               f"--output-html {args.output_html}" + (f" --experiment {args.experiment}" if args.experiment else "")
+               + (f" --reference {args.reference}" if args.reference else ""))
     paths = write_report(
         results, args.output_md.parent, verdicts=verdicts,
         run=RunInfo(mode="cli", source=str(results_file), command=command),
         config=cfg, config_path=args.experiment, samples_dirs=[args.results_dir],
-        md_path=args.output_md, html_path=args.output_html, results_path=False,
+        md_path=args.output_md, html_path=args.output_html, results_path=False, reference=args.reference,
     )
     print(f"wrote {paths.md} and {paths.html}" + (f" (+ {len(paths.images)} plots)" if paths.images else ""))
     print("verdicts: " + ", ".join(f"{v.id} {v.verdict}" for v in verdicts))

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from formablate.config import ExperimentConfig, StatsConfig
-from formablate.hypotheses import DECISION_RULE, Component, Verdict
+from formablate.hypotheses import DECISION_RULE, Component, Evaluation, Verdict, family_p
+from formablate.report.compare import Comparisons, Diff
 from formablate.report.model import FamilyMember
 from formablate.report.model import RunInfo
-from formablate.report.provenance import collect_provenance
-from formablate.report.samples import SampleSet
+from formablate.report.provenance import collect_provenance, repo_relative, scrub_paths
+from formablate.report.samples import PromptSideBySide, SampleSet
 from formablate.report.tables import Estimate, Tables, fmt
 from formablate.results import Results
 
@@ -33,11 +34,45 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     return {"headers": list(headers), "rows": [["" if c is None else str(c) for c in r] for r in rows]}
 
 
+def level_text(level: float | None) -> str:
+    """0.95 -> '95%', 0.99166 -> '99.2%'; '' for None."""
+    return "" if not level else f"{level * 100:.3g}%"
+
+
 def _ci(interval: tuple[float, float] | None, level: float | None) -> str:
     if interval is None:
         return ""
-    lvl = f"{level:.0%} " if level else ""
+    lvl = f"{level_text(level)} " if level else "level not recorded: "
     return f"{lvl}CI [{interval[0]:.3g}, {interval[1]:.3g}]"
+
+
+def p_combination(v: Verdict) -> tuple[str, str]:
+    """How the hypothesis's p combines its components (short label, and the sentence that says why)."""
+    if v.p_value is None or not v.components:
+        return "", ""
+    recorded = getattr(v, "p_combination", None) or getattr(v, "p_method", None)  # when the verdict says itself
+    if recorded:
+        return str(recorded), ""
+    if len(v.components) == 1:
+        return "single component", ""
+    try:
+        p, heading, binding = family_p(Evaluation(hypothesis=v.id, components=v.components))
+    except Exception:  # noqa: BLE001 - a verdict from another version: say nothing rather than guess
+        return "", ""
+    k = len(v.components)
+    if heading == "opposite" and binding is not None and binding.p_value is not None:
+        raw = k * binding.p_value
+        why = (f"p = min(1, K x smallest p against the claim) = min(1, {k} x {binding.p_value:.3g}) = "
+               f"{min(1.0, raw):.3g}: Bonferroni over the K = {k} components, because {binding.name!r} points "
+               "against the claim")
+        if raw >= 1:
+            why += "; that is why p is 1 while the components' own p-values are below 1"
+        return f"K x min p (Bonferroni, K={k})", why
+    if heading == "claim" and binding is not None:
+        return (f"max p (intersection-union, {k} components)",
+                f"p = largest component p = {fmt(binding.p_value, '.3g')} ({binding.name!r}): every component "
+                "must hold (intersection-union test)")
+    return "", ""
 
 
 def _est(e: Estimate, spec: str) -> str:
@@ -52,7 +87,7 @@ def _family(verdicts: dict[str, Verdict], run: RunInfo) -> list[FamilyMember]:
 
 
 def _status(results: Results, verdicts: dict[str, Verdict], run: RunInfo, tables: Tables, stats: StatsConfig,
-            cfg: ExperimentConfig | None) -> dict[str, Any]:
+            cfg: ExperimentConfig | None, root: Path) -> dict[str, Any]:
     mode = {
         "live": "Live run: arms trained, generated and judged in this run (or loaded from the content-addressed "
                 "cache).",
@@ -65,7 +100,7 @@ def _status(results: Results, verdicts: dict[str, Verdict], run: RunInfo, tables
     not_run = [m.id for m in _family(verdicts, run) if m.id not in verdicts and m.id not in run.outcomes]
     lines = [
         ("mode", mode),
-        ("source", run.source),
+        ("source", repo_relative(run.source, root)),
         ("experiment", results.experiment + (f" - {cfg.description.strip()}" if cfg and cfg.description else "")),
         ("models", f"{len(results.models)} ({sum(m.kind == 'adapter' for m in results.models)} adapters"
                    f"{', base' if results.base() else ', no base'})"),
@@ -74,12 +109,15 @@ def _status(results: Results, verdicts: dict[str, Verdict], run: RunInfo, tables
          + (f"; errors: {len(errors)}" if errors else "")),
     ]
     if run.command:
-        lines.append(("command", run.command))
+        lines.append(("command", scrub_paths(run.command, root)))
     if run.started:
         lines.append(("run started", run.started))
     if run.exit_status is not None:
         lines.append(("pytest exit status", str(run.exit_status)))
     warnings = []
+    sandbox = sandbox_warning(results.provenance)
+    if sandbox:
+        warnings.append(sandbox)
     src = str(results.provenance.get("source", ""))
     if "synthetic" in src.lower() or results.judge.id == "synthetic":
         warnings.append("SYNTHETIC DATA: these numbers were drawn from a seeded generator to exercise the harness; "
@@ -197,7 +235,7 @@ _COMMON = "the common rule (CONFIRMED only if every component is)."
 
 
 def _verdicts(verdicts: dict[str, Verdict], run: RunInfo) -> dict[str, Any]:
-    summary, items = [], []
+    summary, items, p_notes = [], [], []
     family = _family(verdicts, run)
     k = len(family)
     for spec in family:
@@ -209,22 +247,29 @@ def _verdicts(verdicts: dict[str, Verdict], run: RunInfo) -> dict[str, Any]:
             else "not selected" if v is None
             else "not selected; same data")  # decided in this run's family (Holm), though its test did not run
         if v is None:
-            summary.append([h, "not evaluated", outcome, "", "", "", "", "", "", spec.title])
+            summary.append([h, "not evaluated", outcome, "", "", "", "", "", "", "", "", spec.title])
             items.append({"id": h, "title": spec.title, "claim": spec.claim, "verdict": "NOT EVALUATED",
                           "outcome": outcome, "decision": spec.decision or _COMMON, "reason": out.message if out else
                           "this hypothesis was not selected in this run", "facts": [], "words": "",
                           "components": None, "secondary": None, "notes": [], "capped_by": []})
             continue
         est = "" if v.estimate is None else f"{v.estimate:+.4g}"
+        combo, combo_why = p_combination(v)
+        if combo_why:
+            p_notes.append(f"{h}: {combo_why}.")
         summary.append([h, v.verdict, outcome, est, _ci(v.interval, v.level), fmt(v.p_value, ".4g"),
-                        fmt(v.p_adjusted, ".4g"), "" if v.n is None else v.n, fmt(v.mde, ".3g") if v.mde else "",
-                        v.title])
+                        combo, fmt(v.p_adjusted, ".4g"), "" if v.n is None else v.n,
+                        fmt(v.mde, ".3g") if v.mde else "", _scope(v), v.title])
         facts = [("metric", v.metric), ("test", v.test)]
         if v.estimate is not None:
             facts.append(("estimate", f"{v.estimate_name} = {v.estimate:+.4g} {_ci(v.interval, v.level)} (n = {v.n})"))
         if v.p_value is not None:
-            facts.append(("p", f"{v.p_value:.4g} raw; {fmt(v.p_adjusted, '.4g')} Holm-adjusted across the {k} "
-                               f"hypotheses of the family; alpha = {v.alpha}"))
+            facts.append(("p", f"{v.p_value:.4g} raw{f' ({combo})' if combo else ''}; {fmt(v.p_adjusted, '.4g')} "
+                               f"Holm-adjusted across the {k} hypotheses of the family; alpha = {v.alpha}"))
+            if combo_why:
+                facts.append(("how p combines", combo_why))
+        if _scope(v):
+            facts.append(("scope", _scope(v)))
         if v.estimate is not None:
             facts.append(("smallest effect / MDE", f"{fmt(v.smallest_effect, 'g')} / {fmt(v.mde, '.3g')} "
                                                    f"(MDE: 80% power at alpha/{k})"))
@@ -239,8 +284,174 @@ def _verdicts(verdicts: dict[str, Verdict], run: RunInfo) -> dict[str, Any]:
             "secondary": _component_rows(v.secondary) if v.secondary else None,
             "notes": list(v.notes), "capped_by": list(v.capped_by),
         })
-    table = _table(["H", "verdict", "test", "estimate", "interval", "p", "p Holm", "n", "MDE", "hypothesis"], summary)
-    return {"summary": table, "entries": items}
+    headers = ["H", "verdict", "test", "estimate", "interval (level per row)", "p (raw)", "p combines",
+               "p Holm (family)", "n", "MDE", "scope", "hypothesis"]
+    if not any(row[10] for row in summary):  # no verdict carries a scope: no empty column
+        headers.pop(10)
+        summary = [row[:10] + row[11:] for row in summary]
+    table = _table(headers, summary)
+    return {"summary": table, "entries": items, "p_notes": p_notes}
+
+
+def _scope(v: Verdict) -> str:
+    """The verdict's scope (e.g. 'conditional on the trained adapters, 1 seed'), when the verdict records one."""
+    scope = getattr(v, "scope", None)
+    if scope is None:
+        return ""
+    if isinstance(scope, dict):
+        return "; ".join(f"{k}: {val}" for k, val in scope.items() if val not in (None, "", [], {}))
+    return str(scope)
+
+
+_SANDBOX_OFF = ("off", "disabled", "none", "false", "opt-out", "opted out", "unsandboxed")
+
+
+def sandbox_warning(provenance: dict[str, Any]) -> str | None:
+    """A warning when the results say the code checks ran without the sandbox (absent = nothing said)."""
+    sb = provenance.get("sandbox") if isinstance(provenance, dict) else None
+    if sb is None:
+        cfg = provenance.get("config") if isinstance(provenance, dict) else None
+        sb = cfg.get("sandbox") if isinstance(cfg, dict) else None
+    if sb is None:
+        return None
+    off = False
+    detail = ""
+    if isinstance(sb, bool):
+        off = not sb
+    elif isinstance(sb, str):
+        off = sb.strip().lower() in _SANDBOX_OFF
+        detail = sb
+    elif isinstance(sb, dict):
+        off = (sb.get("enabled") is False or bool(sb.get("opt_out")) or bool(sb.get("disabled"))
+               or str(sb.get("mode", "")).lower() in _SANDBOX_OFF or bool(sb.get("unsafe")))
+        detail = ", ".join(f"{k}={v}" for k, v in sb.items())
+    if not off:
+        return None
+    return ("SANDBOX OPT-OUT: model-generated code was executed without the sandbox in this run"
+            + (f" ({detail})" if detail else "") + "; results of the code checks are not isolated from the machine.")
+
+
+def _headline(cmp: Comparisons, tables: Tables, results: Results) -> dict[str, Any]:
+    """The first screen: which arm beats which, by how much, how sure."""
+    lines: list[str] = []
+    vb = [d for d in cmp.vs_base if d.estimate is not None]
+    lvl = level_text(vb[0].level) if vb else "95%"
+    if vb:
+        best = max(vb, key=lambda d: (d.estimate, d.a))
+        better = [d.a for d in vb if d.verdict_word == "better"]
+        worse = [d.a for d in vb if d.verdict_word == "worse"]
+        lines.append(f"Largest gain over the base: {best.a}, {best.estimate:+.3f} judge points "
+                     f"({lvl} paired CI [{best.low:+.3f}, {best.high:+.3f}], n = {best.n} prompts)."
+                     if best.low is not None else f"Largest gain over the base: {best.a}, {best.estimate:+.3f}.")
+        if better or worse:
+            if better:
+                lines.append(f"Interval above 0 vs the base (beats it): {', '.join(better)}.")
+            if worse:
+                lines.append(f"Interval below 0 vs the base (worse than it): {', '.join(worse)}.")
+        else:
+            lines.append(f"No arm's {lvl} interval vs the base excludes 0: on these prompts no arm is shown to beat "
+                         "the base, and none is shown to be worse (not significant is not 'no effect').")
+    if cmp.reference:
+        vr = [d for d in cmp.vs_reference if d.estimate is not None]
+        clear = [d for d in vr if d.verdict_word != "unclear"]
+        lines.append(f"Reference arm: {cmp.reference} ({cmp.reference_why}). "
+                     + (f"Differs from it with an interval excluding 0: "
+                        + ", ".join(f"{d.a} {d.estimate:+.3f}" for d in clear) + "."
+                        if clear else f"No other arm differs from it with a {lvl} interval excluding 0."))
+    if vb:
+        widest = max(vb, key=lambda d: (d.high or 0) - (d.low or 0))
+        if widest.low is not None:
+            lines.append(f"Resolution: these intervals are up to {widest.high - widest.low:.3f} points wide; "
+                         "differences smaller than about half that cannot be told apart with this eval set.")
+    rows = []
+    ref_by = {d.a: d for d in cmp.vs_reference}
+    agree_by = {a["arm"]: a for a in cmp.agreement}
+    for d in sorted(cmp.vs_base, key=lambda d: (-(d.estimate if d.estimate is not None else -9), d.a)):
+        a = agree_by.get(d.a)
+        r = ref_by.get(d.a)
+        rows.append([d.a, d.text(), d.verdict_word,
+                     "(reference)" if d.a == cmp.reference else (r.text() if r else ""),
+                     f"{a['wins']}/{a['pairwise_tie']}/{a['losses']}" if a else ""])
+    table = _table(["arm", f"judge overall - base ({lvl} CI, n)", "vs base",
+                    f"- {cmp.reference} ({lvl} CI, n)" if cmp.reference else "vs reference",
+                    "pairwise vs base W/T/L"], rows)
+    return {"lines": lines, "table": table, "level": lvl, "reference": cmp.reference or "",
+            "reference_why": cmp.reference_why}
+
+
+def _scope_notes(cmp: Comparisons, verdicts: dict[str, Verdict], results: Results) -> list[str]:
+    notes = []
+    seeds = sorted(set(cmp.seeds_per_arm.values()))
+    if seeds:
+        k = seeds[0] if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        notes.append(f"Verdicts are conditional on the trained adapters ({k} training seed{'s' if seeds != [1] else ''}"
+                     " per arm): the intervals resample eval prompts, not training runs, so they do not cover "
+                     "seed-to-seed variation of training.")
+    scopes = sorted({sc for v in verdicts.values() if (sc := _scope(v))})
+    if scopes:
+        notes.append("Verdict scope: " + " | ".join(scopes))
+    return notes
+
+
+def _agreement(cmp: Comparisons) -> dict[str, Any]:
+    rows = []
+    for a in cmp.agreement:
+        c = a["cells"]
+        rows.append([a["arm"], f"{a['judged']}/{a['prompts']}",
+                     f"{a['wins']} / {a['pairwise_tie']} / {a['losses']}",
+                     f"{a['pairwise_tie']} of {a['judged']} ties",
+                     f"{c[('tie', 'higher')]} / {c[('tie', 'equal')]} / {c[('tie', 'lower')]}",
+                     f"{a['agree']} of {a['judged']}",
+                     f"{c[('win', 'lower')]} + {c[('loss', 'higher')]}",
+                     f"{c[('win', 'equal')]} + {c[('loss', 'equal')]}"])
+    t = cmp.agreement_total
+    note = (f"Pooled over arms: {t.get('pairwise_tie', 0)} of {t.get('judged', 0)} pairwise judgments are ties; "
+            f"the rubric scores the arm equal to the base on {t.get('rubric_tie', 0)} of {t.get('prompts', 0)}; "
+            f"the two judges agree (win & higher, tie & equal, loss & lower) on {t.get('agree', 0)} and point in "
+            f"opposite directions on {t.get('disagree', 0)}.") if cmp.agreement else ""
+    return {"table": _table(["arm", "pairwise judged", "pairwise W / T / L", "ties",
+                             "rubric on pairwise ties: higher / equal / lower", "agree",
+                             "opposite (win & lower + loss & higher)", "pairwise decisive, rubric equal"], rows),
+            "note": note}
+
+
+def _diff_cell(d: Diff | None) -> str:
+    if d is None or d.estimate is None:
+        return "n/a"
+    if d.low is None:
+        return f"{d.estimate:+.2f} (n={d.n})"
+    star = "*" if d.verdict_word != "unclear" else ""
+    return f"{d.estimate:+.2f}{star} [{d.low:+.2f}, {d.high:+.2f}] n={d.n}"
+
+
+def _category_diffs(cmp: Comparisons) -> Table:
+    return _table(["arm", *cmp.categories], [[a, *[_diff_cell(row.get(c)) for c in cmp.categories]]
+                                             for a, row in cmp.by_category.items()])
+
+
+def _dimensions(cmp: Comparisons) -> dict[str, Any]:
+    means = _table(["model", *cmp.dimensions],
+                   [[m, *[fmt(row.get(d), ".2f") for d in cmp.dimensions]] for m, row in cmp.dimension_means.items()])
+    diffs = _table(["arm", *cmp.dimensions], [[a, *[_diff_cell(row.get(d)) for d in cmp.dimensions]]
+                                              for a, row in cmp.by_dimension.items()])
+    return {"means": means, "diffs": diffs, "empty": not cmp.dimensions}
+
+
+def _side_by_side(items: Sequence[PromptSideBySide]) -> dict[str, Any]:
+    cats = list(dict.fromkeys(i.category for i in items))
+    arms = list(dict.fromkeys(r.arm for i in items for r in i.replies))
+    entries = []
+    for i in items:
+        replies = []
+        for r in i.replies:
+            score = f"{r.overall:g}" if r.overall is not None else f"unscored ({r.unscored_reason})"
+            replies.append({"model": r.model, "arm": r.arm, "score": score,
+                            "pairwise": r.pairwise or ("" if r.arm == "base" else "not judged"),
+                            "tokens": "" if r.tokens is None else str(r.tokens), "output": r.output})
+        entries.append({"prompt_id": i.prompt_id, "category": i.category, "prompt": i.prompt, "why": i.why,
+                        "replies": replies})
+    have_text = any(r["output"] is not None for e in entries for r in e["replies"])
+    return {"categories": cats, "arms": arms, "entries": entries, "have_text": have_text}
 
 
 def _samples(sample_set: SampleSet) -> dict[str, Any]:
@@ -275,9 +486,12 @@ def build_context(
     config_path: Path | None = None,
     root: Path,
     images: dict[str, tuple[str, bytes] | None],
+    comparisons: Comparisons | None = None,
+    side: Sequence[PromptSideBySide] = (),
 ) -> dict[str, Any]:
-    """The template context: status, design, training, tables, verdicts, samples, provenance and images."""
+    """The template context: headline, status, design, training, tables, verdicts, samples, provenance, images."""
     by_id = {v.id: v for v in verdicts}
+    cmp = comparisons if comparisons is not None else Comparisons(reference=None, reference_why="not computed")
     lq = _table(
         ["arm", "final loss", "loss rank", "held-out loss", "judge overall", "judge rank", "rank gap"],
         [[r.name, f"{r.loss:.4f}", r.loss_rank, fmt(r.heldout_loss, ".4f"), r.judge.text(".2f"), r.judge_rank, r.gap]
@@ -298,7 +512,13 @@ def build_context(
     return {
         "title": f"{results.experiment}: SFT data-format ablation report",
         "experiment": results.experiment,
-        "status": _status(results, by_id, run, tables, stats, config),
+        "status": _status(results, by_id, run, tables, stats, config, root),
+        "headline": _headline(cmp, tables, results),
+        "scope_notes": _scope_notes(cmp, by_id, results),
+        "agreement": _agreement(cmp),
+        "category_diffs": {"table": _category_diffs(cmp), "empty": not cmp.by_category},
+        "dimensions": _dimensions(cmp),
+        "side_by_side": _side_by_side(side),
         "design": _design(results, config, stats, tables, _family(by_id, run)),
         "training": _training(results, config),
         "results_table": _results_table(tables),

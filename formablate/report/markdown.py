@@ -8,7 +8,7 @@ from typing import Any
 
 import jinja2
 
-__all__ = ["render_markdown", "md_cell", "fence"]
+__all__ = ["render_markdown", "md_cell", "md_output", "fence"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -17,6 +17,15 @@ def md_cell(value: Any) -> str:
     """Text safe inside a Markdown table cell or list item: pipes escaped, line breaks as <br>."""
     text = "" if value is None else str(value)
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+def md_output(value: Any) -> str:
+    """Model output inside a Markdown table cell: control characters replaced, pipes, backticks and ``<`` escaped
+    (so a reply can neither end the cell, open a code span nor become HTML), line breaks as <br>."""
+    from formablate.report.samples import sanitize_text
+
+    text = sanitize_text("" if value is None else str(value))
+    return md_cell(text.replace("<", "&lt;")).replace("`", "\\`")
 
 
 def fence(value: Any) -> str:
@@ -34,6 +43,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["md"] = md_cell
     env.filters["fence"] = fence
+    env.filters["mdout"] = md_output
     return env
 
 

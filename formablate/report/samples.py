@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,26 @@ from formablate.errors import DataFileError
 from formablate.io import read_jsonl
 from formablate.results import PromptRow, Results
 
-__all__ = ["Sample", "SampleSet", "load_samples", "load_prompt_texts", "select_samples", "MIN_SAMPLES", "MAX_SAMPLES"]
+__all__ = ["Sample", "SampleSet", "load_samples", "load_prompt_texts", "select_samples", "MIN_SAMPLES", "MAX_SAMPLES",
+           "Reply", "PromptSideBySide", "side_by_side", "sanitize_text"]
 
 MIN_SAMPLES = 20
 MAX_SAMPLES = 40
 _PER_GROUP = 8
 _PER_MODEL_IN_GROUP = 2
 _TEXT_LIMIT = 1200
+#: Prompts per eval category shown side by side across every model.
+SIDE_BY_SIDE_PER_CATEGORY = 2
+
+try:  # helper 17a's shared sanitiser, when merged
+    from formablate.report.sanitize import sanitize_text
+except ImportError:  # pragma: no cover - the local minimal version
+    _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+    def sanitize_text(s: str) -> str:
+        """Model output made safe to store as text: C0/C1 control characters (except newline and tab) become
+        U+FFFD, carriage returns are dropped, so report.md stays a text file that grep reads."""
+        return _CONTROL.sub("\ufffd", s.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,7 @@ class SampleSet:
 def _clip(text: str | None) -> str | None:
     if text is None:
         return None
+    text = sanitize_text(str(text))
     if len(text) <= _TEXT_LIMIT:
         return text
     return text[:_TEXT_LIMIT] + f" [... {len(text) - _TEXT_LIMIT} more characters]"
@@ -216,3 +231,72 @@ def select_samples(
         note += ". Reply texts were not stored beside this results file (no samples/*.jsonl): the table says which " \
                 "replies to read and why."
     return SampleSet(samples, have_text, note)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One model's reply to a prompt, with its judge score and pairwise outcome vs the base."""
+
+    model: str
+    arm: str
+    overall: float | None
+    pairwise: str | None
+    tokens: int | None
+    output: str | None
+    unscored_reason: str | None
+
+
+@dataclass(frozen=True)
+class PromptSideBySide:
+    """One prompt and every model's reply to it."""
+
+    prompt_id: str
+    category: str
+    prompt: str | None
+    why: str
+    replies: list[Reply]
+
+
+def side_by_side(
+    results: Results,
+    generations: dict[tuple[str, str], dict[str, Any]] | None = None,
+    prompts: dict[str, str] | None = None,
+    *,
+    per_category: int = SIDE_BY_SIDE_PER_CATEGORY,
+) -> list[PromptSideBySide]:
+    """``per_category`` prompts of each category with every model's reply; the prompts where the models' judge
+    scores spread most (ties by prompt id), so the differences the numbers describe can be read."""
+    generations = generations or {}
+    prompts = prompts or {}
+    models = [m for m in results.models if m.per_prompt is not None]
+    if not models:
+        return []
+    rows = {m.name: {r.prompt_id: r for r in m.per_prompt or []} for m in models}
+    cats: dict[str, list[str]] = {}
+    for m in models:
+        for r in m.per_prompt or []:
+            ids = cats.setdefault(r.category, [])
+            if r.prompt_id not in ids:
+                ids.append(r.prompt_id)
+
+    def spread(pid: str) -> float:
+        scores = [rows[m.name][pid].overall for m in models if pid in rows[m.name]]
+        scores = [s for s in scores if s is not None]
+        return max(scores) - min(scores) if scores else -1.0
+
+    out = []
+    for cat, ids in cats.items():
+        for pid in sorted(ids, key=lambda p: (-spread(p), p))[:per_category]:
+            replies = []
+            for m in models:
+                r = rows[m.name].get(pid)
+                g = generations.get((m.name, pid), {})
+                replies.append(Reply(
+                    model=m.name, arm=m.arm or "base", overall=r.overall if r else None,
+                    pairwise=r.pairwise_vs_base if r else None, tokens=r.tokens if r else None,
+                    output=_clip(g.get("output")), unscored_reason=r.unscored_reason if r else "not evaluated"))
+            sp = spread(pid)
+            out.append(PromptSideBySide(pid, cat, _clip(prompts.get(pid)),
+                                        f"judge scores spread {sp:g} points across models" if sp >= 0
+                                        else "no judge score", replies))
+    return out
