@@ -6,7 +6,10 @@ Record i of ``data/sft/phase9_pilot_300/blend_concise_terse.jsonl`` is line i of
 is odd (0-based): the same 300 canonical examples, half in each shape. Lines are copied
 byte for byte, so the blend is deterministic and every record is exactly a record the
 dataset gate already accepts in its own format. Both inputs must list the same ids in the
-same order (one rendering of one canonical file); anything else is refused.
+same order (one rendering of one canonical file); anything else is refused. The blend is
+declared under ``blends:`` in ``data/canonical/phase9_pilot_300.manifest.yaml``, so
+``formablate render`` rebuilds it too (the same function), and the gate's ``blends`` rule
+checks it line by line.
 
 Usage: python scripts/build_blend.py [--check]
 ``--check`` rebuilds in memory and exits 1 if the committed file differs.
@@ -15,7 +18,6 @@ Usage: python scripts/build_blend.py [--check]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,18 +28,10 @@ OUT = DIR / "blend_concise_terse.jsonl"
 
 
 def build() -> bytes:
-    even = EVEN.read_bytes().splitlines(keepends=True)
-    odd = ODD.read_bytes().splitlines(keepends=True)
-    if len(even) != len(odd):
-        raise SystemExit(f"{EVEN.name} has {len(even)} lines but {ODD.name} has {len(odd)}")
-    lines = []
-    for i, (a, b) in enumerate(zip(even, odd)):
-        ida, idb = json.loads(a)["id"], json.loads(b)["id"]
-        if ida != idb:
-            raise SystemExit(f"line {i + 1}: {EVEN.name} has id {ida!r} but {ODD.name} has {idb!r}")
-        line = a if i % 2 == 0 else b
-        lines.append(line if line.endswith(b"\n") else line + b"\n")
-    return b"".join(lines)
+    # the same function `formablate render` uses for a manifest's `blends`
+    from formablate.data.render import blend_bytes
+
+    return blend_bytes([EVEN, ODD])
 
 
 def main(argv: list[str] | None = None) -> int:

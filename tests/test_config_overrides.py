@@ -312,3 +312,18 @@ def test_config_outside_any_repo_resolves_against_root_key_or_its_folder(tmp_pat
     # inside a repo, the repo root wins regardless of the file's depth
     deep = _cfg(repo / "a/b/c", BASE)
     assert Path(deep.root) == repo.resolve()
+
+
+def test_readme_example_config_loads(tmp_path):
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("```yaml\nextends: format_ablation_cpu.yaml", 1)[1].split("```", 1)[0]
+    path = tmp_path / "my_variant.yaml"  # outside the repo: the root comes from the extended config
+    path.write_text(f"extends: {REPO / 'experiments/configs/format_ablation_cpu.yaml'}" + block)
+    default = load_experiment(REPO / "experiments/configs/format_ablation_cpu.yaml")
+    cfg = load_experiment(path, ["eval.limit=2", "arms.concise_long.train.learning_rate=1e-4"])
+    assert Path(cfg.root) == REPO and all(cfg.path(a.dataset).is_file() for a in cfg.arms)
+    assert cfg.arm("concise_long").train.max_steps == 4 * default.train.max_steps
+    assert cfg.arm("concise_long").train.learning_rate == 1e-4 and cfg.eval.limit == 2
+    assert cfg.arm("concise_qv").roles == ("attn_q", "attn_v") and cfg.arm("concise_qv").lora.r == 16
+    assert cfg.arm("concise_tiny_lfm2").model.source == "tiny:lfm2"
+    assert adapter_key(cfg, cfg.arm("concise"), 42) == adapter_key(default, default.arm("multi_turn_concise"), 42)

@@ -40,8 +40,9 @@ def repo(pytester: pytest.Pytester) -> Path:
 
 def test_gate_passes_on_the_good_fixture_one_test_per_rule_and_file(pytester, repo):
     result = pytester.runpytest_subprocess("experiments", "-m", "dataset", "-p", "no:cacheprovider", "-rA", "-q")
-    # 13 dataset rules + 6 formats x 6 rules + 3 eval rules + (canonical + 6 formats) contamination
-    result.assert_outcomes(passed=13 + 36 + 3 + 7)
+    # 14 dataset rules + 6 formats x 6 rules + 3 eval rules + (canonical + 6 formats) contamination
+    # + the config's datasets are gated
+    result.assert_outcomes(passed=14 + 36 + 3 + 7 + 1)
     out = result.stdout.str()
     assert "test_format_rule[tiny-multi_turn_verbose-token_length]" in out
     assert "highest near-duplicate pair" in out and "counted with the tokenizer, max_length=900" in out
@@ -65,5 +66,17 @@ def test_gate_skips_with_a_reason_when_there_is_no_data(pytester):
     (pytester.path / "experiments").mkdir()
     shutil.copy(REPO / "experiments" / "test_dataset.py", pytester.path / "experiments" / "test_dataset.py")
     result = pytester.runpytest_subprocess("experiments", "-m", "dataset", "-p", "no:cacheprovider", "-rs")
-    result.assert_outcomes(skipped=4)
+    result.assert_outcomes(skipped=5)
     result.stdout.fnmatch_lines(["*no dataset manifest in data/canonical/ yet*", "*no eval file in data/eval/ yet*"])
+
+
+def test_gate_fails_a_config_arm_on_an_undeclared_dataset(pytester, repo):
+    src = repo / "data" / "sft" / "tiny" / "multi_turn_concise.jsonl"
+    (repo / "data" / "sft" / "mine").mkdir()
+    (repo / "data" / "sft" / "mine" / "blend.jsonl").write_bytes(src.read_bytes())
+    (repo / "experiments" / "configs" / "format_ablation_cpu.yaml").write_text(
+        CONFIG.replace("train:", "  - {name: mine, dataset: data/sft/mine/blend.jsonl, format: mixture}\ntrain:"))
+    result = pytester.runpytest_subprocess("experiments", "-m", "dataset", "-p", "no:cacheprovider", "-q",
+                                           "-k", "config_datasets")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*arm 'mine' trains on data/sft/mine/blend.jsonl, which no manifest*"])

@@ -240,6 +240,7 @@ def test_one_data_line_or_one_hyperparameter_is_a_miss(make_cfg, tmp_path):
 
     def _key(other):  # the same arm resolved under another config (arms carry their resolved settings)
         return adapter_key(other, other.arm("chat"), 42)
+
     assert adapter_key(cfg, arm, 42) == key
     # what determines the weights changes the key
     assert _key(make_cfg("llama", train={"max_steps": 2, "learning_rate": 5e-3})) != key

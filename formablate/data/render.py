@@ -58,8 +58,8 @@ from formablate.data.filler import DEFAULT_FILLER_SEED, FILLER_VERSION, pad_with
 from formablate.data.context import RENDER_META_NAME, load_canonical, load_manifest, manifest_path_for
 from formablate.data.schema import FORMATS, CanonicalExample
 from formablate.data.textnorm import minify_json, split_fences
-from formablate.errors import MissingFileError
-from formablate.io import atomic_write_text, sha256_file
+from formablate.errors import DataError, MissingFileError
+from formablate.io import atomic_write_bytes, atomic_write_text, sha256_file
 
 __all__ = [
     "FORMAT_SHAPE",
@@ -83,6 +83,7 @@ __all__ = [
     "records_text",
     "render_meta",
     "write_rendered",
+    "blend_bytes",
     "add_parser",
     "run",
 ]
@@ -438,6 +439,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def blend_bytes(parts: Sequence[str | Path]) -> bytes:
+    """A blend of rendered files: line i of ``parts[i % len(parts)]``, byte for byte (manifest ``blends``).
+
+    The files must list the same record ids in the same order (renderings of one canonical file).
+    """
+    sources = [Path(p).read_bytes().splitlines() for p in parts]
+    n = len(sources[0])
+    if any(len(s) != n for s in sources):
+        raise DataError(str(parts[0]), None, "blends", f"found files of {[len(s) for s in sources]} records, "
+                        "expected renderings of one canonical file (equal lengths)")
+    out = []
+    for i in range(n):
+        ids = {json.loads(s[i])["id"] for s in sources}
+        if len(ids) != 1:
+            raise DataError(str(parts[0]), i + 1, "blends", f"found ids {sorted(ids)}, expected one id per line")
+        out.append(sources[i % len(sources)][i] + b"\n")
+    return b"".join(out)
+
+
 def run(args: argparse.Namespace) -> int:
     """Render; exit 0 on success, 1 when a canonical line breaks a rule (nothing written)."""
     canonical = Path(args.canonical)
@@ -461,4 +481,12 @@ def run(args: argparse.Namespace) -> int:
     written = write_rendered(args.output_dir, rendered, render_meta(canonical, formats, args.filler_seed))
     for path, fmt in zip(written, formats):
         print(f"{path}: {len(rendered[fmt])} records ({fmt})")
+    blends = load_manifest(manifest_path).blends if manifest_path.is_file() else {}
+    for blend, parts in blends.items():  # the manifest's blends of the formats just rendered
+        if all(f in formats for f in parts):
+            target = Path(args.output_dir) / f"{blend}.jsonl"
+            data = blend_bytes([Path(args.output_dir) / f"{f}.jsonl" for f in parts])
+            atomic_write_bytes(target, data)
+            records = data.count(b"\n")
+            print(f"{target}: {records} records (blend of {', '.join(parts)})")
     return 0
