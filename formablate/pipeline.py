@@ -249,8 +249,12 @@ class Pipeline:
     # -- models ----------------------------------------------------------------------------------------
     def base_run(self) -> ModelRun:
         """The base model's generations and judgments (cached)."""
-        if BASE_NAME in self._runs:
-            return self._runs[BASE_NAME]
+        if BASE_NAME not in self._runs:
+            self._runs[BASE_NAME] = self.base_chain()
+        return self._runs[BASE_NAME]
+
+    def base_chain(self, *, judge: bool = True) -> ModelRun:
+        """The base model's generate -> judge -> held-out loss, through the cache (one executor task)."""
         from formablate.generate import cached_generate, generation_key, prompts_hash
 
         run = ModelRun(name=BASE_NAME, kind="base", model_key=self.base_key())
@@ -263,17 +267,30 @@ class Pipeline:
 
         run.generations = cached_generate(self.cache, run.model_key, BASE_NAME, get_model, self.prompts,
                                           self.cfg.eval, progress=self.progress)
-        run.judgments = self._judgments(run)
+        if judge:
+            run.judgments = self._judgments(run)
         from formablate.train import base_heldout
 
         run.train_meta = {"heldout": base_heldout(self.cfg, cache=self.cache)}
-        self._runs[BASE_NAME] = run
         return run
 
     def _adapter_run(self, arm: ArmConfig, seed: int) -> ModelRun:
         name = model_name(arm.name, seed)
         if name in self._runs:
             return self._runs[name]
+        run = self.adapter_chain(arm, seed)
+        # the base last: pairwise needs its judgments, nothing before this does (so training never waits for it)
+        run.pairwise = self._pairwise(run, self.base_run())
+        self._runs[name] = run
+        return run
+
+    def adapter_chain(self, arm: ArmConfig, seed: int, *, judge: bool = True) -> ModelRun:
+        """One adapter's train -> KL -> generate -> judge through the cache (one executor task).
+
+        Everything of the adapter except the pairwise comparison with the base, which needs the
+        base's judgments; :mod:`formablate.executors` runs this on a worker with a private cache.
+        """
+        name = model_name(arm.name, seed)
         from formablate.drift import cached_kl_from_base
         from formablate.generate import cached_generate, generation_key, maybe_merge, prompts_hash
         from formablate.train import load_adapter, train_arm
@@ -314,10 +331,8 @@ class Pipeline:
 
         run.generations = cached_generate(self.cache, run.model_key, name, get_model, self.prompts,
                                           self.cfg.eval, progress=self.progress)
-        run.judgments = self._judgments(run)
-        # the base last: pairwise needs its judgments, nothing before this does (so training never waits for it)
-        run.pairwise = self._pairwise(run, self.base_run())
-        self._runs[name] = run
+        if judge:
+            run.judgments = self._judgments(run)
         return run
 
     def _claim(self, arm: ArmConfig, seed: int):
@@ -540,6 +555,10 @@ def build_results(
     ``include_base=False`` only drops its entry from the returned Results. The replies of every model
     are written to :meth:`Pipeline.samples_dir` for the report's manual-review section.
     """
+    if cfg.executor.kind != "local":  # arms built elsewhere into this cache first; the local pass is all hits
+        from formablate.executors import build_arms
+
+        build_arms(cfg, [a.name for a in cfg.arms] if arms is None else list(arms), cache=cache, progress=progress)
     pipe = Pipeline(cfg, cache=cache, progress=progress)
     results = pipe.results(arms)
     pipe.write_samples()

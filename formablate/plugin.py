@@ -63,7 +63,7 @@ _OUTCOME_OF = {"CONFIRMED": "passed", "REJECTED": "failed", "INCONCLUSIVE": "ski
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """--experiment CONFIG, --results FILE (replay) and --report-dir DIR."""
+    """--experiment CONFIG, --results FILE (replay), --executor local|ray[://ADDRESS] and --report-dir DIR."""
     group = parser.getgroup("harness", "SFT data-format experiment harness")
     group.addoption(
         "--experiment",
@@ -76,6 +76,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="FILE",
         help="replay verdicts from a stored results JSON file; no model is loaded",
+    )
+    group.addoption(
+        "--executor",
+        default=None,
+        metavar="local|ray[://ADDRESS]",
+        help="where arms are built (default: the config's executor, else local); see formablate.executors",
     )
     group.addoption(
         "--report-dir",
@@ -186,7 +192,10 @@ class HarnessSession:
 
             if self.replay_path is not None and self.explicit_experiment is None:
                 return None
-            self._experiment = load_experiment(self.experiment_path())
+            from formablate.executors import with_executor
+
+            self._experiment = with_executor(load_experiment(self.experiment_path()),
+                                             self.config.getoption("executor", None))
         return self._experiment
 
     def report_dir(self, results: Results | None) -> Path:
