@@ -17,6 +17,7 @@ from formablate.executors import BuildFailed, build_arms, is_cached, jobs_for, p
 from formablate.executors.entries import Entry, seal_entry
 from formablate.pipeline import build_results
 
+pytest_plugins = ["pytester"]
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("multi_turn_concise", "alpaca_flat")
 
@@ -136,10 +137,41 @@ def test_a_task_that_raises_is_retried_then_reported_and_a_rerun_sends_only_what
     assert "[formablate] multi_turn_concise_quality@s42: done on " in err
     assert "ray: 3 jobs: 2 built" in err and "1 failed" in err
 
-    rerun = build_arms(cfg, arms, cache=cache, progress=False)
-    assert [t.name for t in rerun.built] == ["alpaca_flat_surgical@s42"]
-    assert sorted(rerun.cached) == ["base", "multi_turn_concise_quality@s42"]
-    assert rerun.failed == {}
+    # the rerun, through the command line: only the failed arm goes out
+    from formablate.cli import main
+
+    assert main(["build", "--experiment", str(cfg_path), "--arms", ",".join(arms), "--cache-dir", str(cache.root),
+                 "--executor", "ray"]) == 0
+    err = capsys.readouterr().err
+    assert "in the cache, not sent: multi_turn_concise_quality@s42, base" in err
+    assert "sent 1 jobs (alpaca_flat_surgical@s42)" in err
+    assert "[formablate] alpaca_flat_surgical@s42: done on " in err
+    assert "ray: 3 jobs: 1 built" in err and "2 already cached (not sent), 0 failed" in err
+    assert all(is_cached(cfg, cache, job) for job in jobs_for(cfg, arms))
+
+
+def test_without_ray_the_flag_says_how_to_install_it(cfg_path, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from formablate.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    assert main(["build", "--experiment", str(cfg_path), "--cache-dir", str(tmp_path), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "executor 'ray' needs Ray, which is not installed here: pip install 'formablate[ray]'" in err
+
+
+def test_pytest_option_sets_the_executor_of_the_experiment(pytester, cfg_path):
+    pytester.makepyfile(test_it="""
+        def test_executor(experiment_config):
+            ex = experiment_config.executor
+            assert (ex.kind, ex.address, ex.max_retries) == ("ray", "ray://127.0.0.1:10001", 1), ex
+    """)
+    result = pytester.runpytest_subprocess("--experiment", str(cfg_path), "--executor", "ray://127.0.0.1:10001",
+                                           "-p", "no:randomly", "-p", "no:xdist")
+    result.assert_outcomes(passed=1)
+    result = pytester.runpytest_subprocess("--experiment", str(cfg_path), "--executor", "dask", "-p", "no:xdist")
+    result.stdout.fnmatch_lines(["*--executor 'dask': expected 'local', 'ray'*"])
 
 
 def test_an_entry_whose_bytes_do_not_match_its_hash_is_refused(tmp_path):
