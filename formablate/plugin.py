@@ -192,10 +192,11 @@ class HarnessSession:
 
             if self.replay_path is not None and self.explicit_experiment is None:
                 return None
-            from formablate.executors import with_executor
+            from formablate.executors import pytest_experiment
 
-            self._experiment = with_executor(load_experiment(self.experiment_path()),
-                                             self.config.getoption("executor", None))
+            self._experiment = pytest_experiment(load_experiment(self.experiment_path()),
+                                                 self.config.getoption("executor", None),
+                                                 xdist_worker=hasattr(self.config, "workerinput"))
         return self._experiment
 
     def report_dir(self, results: Results | None) -> Path:

@@ -104,7 +104,7 @@ def test_ray_build_into_an_empty_cache_equals_a_local_build(ray_session, cfg_pat
     assert report.built == [] and sorted(report.cached) == sorted(names)
 
 
-def test_a_task_that_raises_is_retried_then_reported_and_a_rerun_sends_only_what_is_missing(
+def test_a_task_that_raises_or_dies_is_retried_then_reported_and_a_rerun_sends_only_what_is_missing(
         ray_session, cfg_path, tmp_path, capsys):
     cfg = load_experiment(cfg_path)
     arms = ["multi_turn_concise_quality", "alpaca_flat_surgical"]
@@ -113,6 +113,7 @@ def test_a_task_that_raises_is_retried_then_reported_and_a_rerun_sends_only_what
     marks = str(attempts)
 
     def fault(name: str) -> None:  # runs on the Ray worker; pickled by value
+        import os
         import uuid
         from pathlib import Path
 
@@ -122,6 +123,8 @@ def test_a_task_that_raises_is_retried_then_reported_and_a_rerun_sends_only_what
             raise RuntimeError("injected: first attempt fails")
         if name == "alpaca_flat_surgical@s42":
             raise RuntimeError("injected: every attempt fails")
+        if name == "base" and n == 0:
+            os._exit(1)  # the worker process dies: Ray starts another and retries (max_retries)
 
     cache = Cache(tmp_path / "cache")
     with pytest.raises(BuildFailed) as failed:
@@ -129,12 +132,13 @@ def test_a_task_that_raises_is_retried_then_reported_and_a_rerun_sends_only_what
     err = capsys.readouterr().err
     count = {n: len(list(attempts.glob(f"{n}.*"))) for n in ("multi_turn_concise_quality@s42",
                                                               "alpaca_flat_surgical@s42", "base")}
-    assert count == {"multi_turn_concise_quality@s42": 2, "alpaca_flat_surgical@s42": 2, "base": 1}  # max_retries=1
+    assert count == {"multi_turn_concise_quality@s42": 2, "alpaca_flat_surgical@s42": 2, "base": 2}  # max_retries=1
     message = str(failed.value)
     assert "alpaca_flat_surgical@s42: failed after 2 attempts: RuntimeError: injected: every attempt fails" in message
     assert "1 of 3 jobs failed" in message and "a rerun sends only the missing ones" in message
     assert "[formablate] alpaca_flat_surgical@s42: FAILED failed after 2 attempts" in err
     assert "[formablate] multi_turn_concise_quality@s42: done on " in err
+    assert "[formablate] base: done on " in err  # after its worker died once
     assert "ray: 3 jobs: 2 built" in err and "1 failed" in err
 
     # the rerun, through the command line: only the failed arm goes out
@@ -172,6 +176,8 @@ def test_pytest_option_sets_the_executor_of_the_experiment(pytester, cfg_path):
     result.assert_outcomes(passed=1)
     result = pytester.runpytest_subprocess("--experiment", str(cfg_path), "--executor", "dask", "-p", "no:xdist")
     result.stdout.fnmatch_lines(["*--executor 'dask': expected 'local', 'ray'*"])
+    result = pytester.runpytest_subprocess("--experiment", str(cfg_path), "--executor", "ray", "-n", "2")
+    result.stdout.fnmatch_lines(["*executor 'ray' with pytest -n N: every xdist worker would send the same arms*"])
 
 
 def test_an_entry_whose_bytes_do_not_match_its_hash_is_refused(tmp_path):

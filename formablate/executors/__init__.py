@@ -42,6 +42,7 @@ __all__ = [
     "is_cached",
     "jobs_for",
     "parse_executor",
+    "pytest_experiment",
     "run_job",
     "with_executor",
 ]
@@ -79,6 +80,16 @@ def with_executor(cfg: ExperimentConfig, spec: str | None) -> ExperimentConfig:
     parsed = parse_executor(spec)
     return cfg.model_copy(update={"executor": cfg.executor.model_copy(
         update={"kind": parsed.kind, "address": parsed.address})})
+
+
+def pytest_experiment(cfg: ExperimentConfig, spec: str | None, *, xdist_worker: bool) -> ExperimentConfig:
+    """The experiment of a pytest run: ``--executor`` applied; Ray under ``-n N`` refused (each worker would
+    send the same arms)."""
+    cfg = with_executor(cfg, spec)
+    if cfg.executor.kind != "local" and xdist_worker:
+        raise ConfigError(f"executor {cfg.executor.kind!r} with pytest -n N: every xdist worker would send the "
+                          "same arms; use one of the two (-n N on one machine, --executor ray across machines)")
+    return cfg
 
 
 def job_name(job: Job) -> str:
@@ -167,6 +178,8 @@ def run_job(raw_cfg: dict[str, Any], inputs: dict[str, bytes], job: Job, judge: 
 
     t0 = time.perf_counter()
     name = job_name(job)
+    for var in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):  # a Ray started under xdist passes them on
+        os.environ.pop(var, None)
     if fault is not None:
         fault(name)
     with tempfile.TemporaryDirectory(prefix="formablate-job-") as tmp:
@@ -241,11 +254,6 @@ def build_arms(cfg: ExperimentConfig, arms: Sequence[str], *, cache: Cache | Non
         if progress:
             _say(report.summary())
         return report
-    from formablate.pipeline import xdist_worker
-
-    if xdist_worker()[1] > 1:
-        raise ConfigError("--executor ray with pytest -n N: every xdist worker would send the same arms; "
-                          "use one of the two (-n N on one machine, --executor ray across machines)")
     from formablate.executors.ray import build_on_ray
 
     return build_on_ray(cfg, arms, cache=cache, progress=progress, fault=fault)
