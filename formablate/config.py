@@ -175,7 +175,9 @@ class StatsConfig(_Cfg):
 class ExecutorConfig(_Cfg):
     """Where arms are built: in this process (``local``) or as tasks on a Ray cluster (``ray``)."""
 
-    kind: Literal["local", "ray"] = Field("local", description="'local' (default) or 'ray' (pip install formablate[ray]).")
+    kind: Literal["local", "ray"] = Field(
+        "local", description="'local' (default) or 'ray' (pip install formablate[ray])."
+    )
     address: str | None = Field(
         None, description="Ray cluster to join: 'auto', 'HOST:6379' or 'ray://HOST:10001'; None starts a local one."
     )

@@ -13,7 +13,15 @@ import yaml
 from formablate.cache import Cache
 from formablate.config import load_experiment
 from formablate.errors import CacheError, ConfigError
-from formablate.executors import BuildFailed, build_arms, is_cached, jobs_for, parse_executor, with_executor
+from formablate.executors import (
+    BuildFailed,
+    build_arms,
+    is_cached,
+    jobs_for,
+    parse_executor,
+    pytest_experiment,
+    with_executor,
+)
 from formablate.executors.entries import Entry, seal_entry
 from formablate.pipeline import build_results
 
@@ -174,10 +182,14 @@ def test_pytest_option_sets_the_executor_of_the_experiment(pytester, cfg_path):
     result = pytester.runpytest_subprocess("--experiment", str(cfg_path), "--executor", "ray://127.0.0.1:10001",
                                            "-p", "no:randomly", "-p", "no:xdist")
     result.assert_outcomes(passed=1)
-    result = pytester.runpytest_subprocess("--experiment", str(cfg_path), "--executor", "dask", "-p", "no:xdist")
-    result.stdout.fnmatch_lines(["*--executor 'dask': expected 'local', 'ray'*"])
-    result = pytester.runpytest_subprocess("--experiment", str(cfg_path), "--executor", "ray", "-n", "2")
-    result.stdout.fnmatch_lines(["*executor 'ray' with pytest -n N: every xdist worker would send the same arms*"])
+
+
+def test_ray_under_xdist_is_refused(cfg_path):
+    cfg = load_experiment(cfg_path)
+    assert pytest_experiment(cfg, "local", xdist_worker=True).executor.kind == "local"
+    assert pytest_experiment(cfg, None, xdist_worker=False).executor.kind == "ray"  # the config's own
+    with pytest.raises(ConfigError, match="with pytest -n N: every xdist worker would send the same arms"):
+        pytest_experiment(cfg, None, xdist_worker=True)
 
 
 def test_an_entry_whose_bytes_do_not_match_its_hash_is_refused(tmp_path):
