@@ -196,7 +196,8 @@ class HarnessSession:
 
             self._experiment = pytest_experiment(load_experiment(self.experiment_path()),
                                                  self.config.getoption("executor", None),
-                                                 xdist_worker=hasattr(self.config, "workerinput"))
+                                                 xdist_worker=hasattr(self.config, "workerinput")
+                                                 and self.replay_path is None)
         return self._experiment
 
     def report_dir(self, results: Results | None) -> Path:
