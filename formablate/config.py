@@ -36,6 +36,7 @@ __all__ = [
     "EvalConfig",
     "JudgeConfig",
     "StatsConfig",
+    "ExecutorConfig",
     "ExperimentConfig",
     "load_experiment",
     "load_raw_config",
@@ -235,6 +236,19 @@ class StatsConfig(_Cfg):
     seed: int = Field(12345, description="Seed of the resampling RNG.")
 
 
+class ExecutorConfig(_Cfg):
+    """Where arms are built: in this process (``local``) or as tasks on a Ray cluster (``ray``)."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local", description="'local' (default) or 'ray' (pip install formablate[ray])."
+    )
+    address: str | None = Field(
+        None, description="Ray cluster to join: 'auto', 'HOST:6379' or 'ray://HOST:10001'; None starts a local one."
+    )
+    max_retries: int = Field(2, ge=0, le=20, description="Retries of an arm's task after a raise or a worker's death.")
+    cpus_per_task: float = Field(1, gt=0, description="CPUs each arm's task asks for on a CPU-only config.")
+
+
 _ARM_SECTIONS = ("train", "lora", "model")
 _RELATIVE = re.compile(r"^\s*([*/])\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
@@ -274,6 +288,7 @@ class ExperimentConfig(_Cfg):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="Where arms are built (local or a Ray cluster).")
     cache_dir: str = Field(".cache/formablate", description="Content-addressed cache root (relative to root).")
     reports_dir: str = Field("reports", description="Reports are written to <reports_dir>/<name>/.")
     root: str = Field(".", description="Folder that relative paths resolve against; the loader sets it (see the "

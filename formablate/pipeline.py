@@ -268,8 +268,14 @@ class Pipeline:
         """The generations and judgments of base model ``model`` (default: the experiment's), cached."""
         model = model or self.cfg.model
         name = base_name(self.cfg, model)
-        if name in self._runs:
-            return self._runs[name]
+        if name not in self._runs:
+            self._runs[name] = self.base_chain(model)
+        return self._runs[name]
+
+    def base_chain(self, model: ModelConfig | None = None, *, judge: bool = True) -> ModelRun:
+        """Base model ``model``'s generate -> judge -> held-out loss, through the cache (one executor task)."""
+        model = model or self.cfg.model
+        name = base_name(self.cfg, model)
         from formablate.generate import cached_generate, generation_key, prompts_hash
 
         run = ModelRun(name=name, kind="base", model_key=self.base_key(model))
@@ -282,17 +288,30 @@ class Pipeline:
 
         run.generations = cached_generate(self.cache, run.model_key, name, get_model, self.prompts,
                                           self.cfg.eval, progress=self.progress)
-        run.judgments = self._judgments(run)
+        if judge:
+            run.judgments = self._judgments(run)
         from formablate.train import base_heldout
 
         run.train_meta = {"heldout": base_heldout(self.cfg, cache=self.cache, model=model)}
-        self._runs[name] = run
         return run
 
     def _adapter_run(self, arm: ArmConfig, seed: int) -> ModelRun:
         name = model_name(arm.name, seed)
         if name in self._runs:
             return self._runs[name]
+        run = self.adapter_chain(arm, seed)
+        # the base last: pairwise needs its judgments, nothing before this does (so training never waits for it)
+        run.pairwise = self._pairwise(run, self.base_run(arm.model))
+        self._runs[name] = run
+        return run
+
+    def adapter_chain(self, arm: ArmConfig, seed: int, *, judge: bool = True) -> ModelRun:
+        """One adapter's train -> KL -> generate -> judge through the cache (one executor task).
+
+        Everything of the adapter except the pairwise comparison with the base, which needs the
+        base's judgments; :mod:`formablate.executors` runs this on a worker with a private cache.
+        """
+        name = model_name(arm.name, seed)
         from formablate.drift import cached_kl_from_base
         from formablate.generate import cached_generate, generation_key, maybe_merge, prompts_hash
         from formablate.train import load_adapter, train_arm
@@ -333,10 +352,8 @@ class Pipeline:
 
         run.generations = cached_generate(self.cache, run.model_key, name, get_model, self.prompts,
                                           self.cfg.eval, progress=self.progress)
-        run.judgments = self._judgments(run)
-        # the base last: pairwise needs its judgments, nothing before this does (so training never waits for it)
-        run.pairwise = self._pairwise(run, self.base_run(arm.model))
-        self._runs[name] = run
+        if judge:
+            run.judgments = self._judgments(run)
         return run
 
     def _claim(self, arm: ArmConfig, seed: int):
@@ -574,6 +591,10 @@ def build_results(
     ``include_base=False`` only drops its entry from the returned Results. The replies of every model
     are written to :meth:`Pipeline.samples_dir` for the report's manual-review section.
     """
+    if cfg.executor.kind != "local":  # arms built elsewhere into this cache first; the local pass is all hits
+        from formablate.executors import build_arms
+
+        build_arms(cfg, [a.name for a in cfg.arms] if arms is None else list(arms), cache=cache, progress=progress)
     pipe = Pipeline(cfg, cache=cache, progress=progress)
     results = pipe.results(arms)
     pipe.write_samples()

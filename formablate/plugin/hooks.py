@@ -51,7 +51,7 @@ _OUTCOME_OF = {"CONFIRMED": "passed", "REJECTED": "failed", "INCONCLUSIVE": "ski
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """--experiment CONFIG, --results FILE (replay) and --report-dir DIR."""
+    """--experiment CONFIG, --results FILE (replay), --set, --executor local|ray[://ADDRESS] and --report-dir DIR."""
     group = parser.getgroup("harness", "SFT data-format experiment harness")
     group.addoption(
         "--experiment",
@@ -73,6 +73,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH=VALUE",
         help="override one config field, YAML-parsed, repeatable: --set train.max_steps=4, "
         "--set arms.NAME.train.learning_rate=1e-4 (recorded in the results' provenance)",
+    )
+    group.addoption(
+        "--executor",
+        default=None,
+        metavar="local|ray[://ADDRESS]",
+        help="where arms are built (default: the config's executor, else local); see formablate.executors",
     )
     group.addoption(
         "--report-dir",

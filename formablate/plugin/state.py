@@ -147,7 +147,12 @@ class HarnessSession:
 
             if self.replay_path is not None and self.explicit_experiment is None:
                 return None
-            self._experiment = load_experiment(self.experiment_path(), self.config.getoption("config_set", None) or ())
+            from formablate.executors import pytest_experiment
+
+            loaded = load_experiment(self.experiment_path(), self.config.getoption("config_set", None) or ())
+            self._experiment = pytest_experiment(loaded, self.config.getoption("executor", None),
+                                                 xdist_worker=hasattr(self.config, "workerinput")
+                                                 and self.replay_path is None)
         return self._experiment
 
     def report_dir(self, results: Results | None) -> Path:
