@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from formablate.config import StatsConfig
-from formablate.hypotheses.components import lc_component, paired_component, rank_component, win_share_component
+from formablate.hypotheses.components import (
+    best_of_k_component,
+    binary_noninferiority,
+    lc_component,
+    paired_component,
+    rank_component,
+    win_share_component,
+)
 from formablate.hypotheses.records import Component, Evaluation
 from formablate.hypotheses.select import select_arms, unique
 from formablate.hypotheses.spec import (
@@ -27,11 +34,6 @@ __all__ = ["EVALUATORS", "evaluate_hypothesis", "loss_words"]
 
 Views = dict[str, ArmView]
 _JUDGE = "judge overall (1-5) per prompt"
-
-
-def _seed(cfg: StatsConfig, hid: str, k: int) -> list[int]:
-    # numpy seeds must be non-negative; the config allows any int.
-    return [cfg.seed % 2**32, HYPOTHESIS_IDS.index(hid) + 1, k]
 
 
 def _mean_metric(view: ArmView, name: str) -> float | None:
@@ -57,7 +59,6 @@ def _paired_judge(hid: str, a: ArmView, b: ArmView, cfg: StatsConfig, k: int, ca
         name=f"{a.format or a.name} - {b.format or b.name}{where}",
         metric=_JUDGE,
         cfg=cfg,
-        seed=_seed(cfg, hid, k),
         categories=categories,
         smallest_effect=cfg.smallest_effect,
     )
@@ -142,11 +143,11 @@ def evaluate_h4(base: ArmView | None, arms: Views, cfg: StatsConfig) -> Evaluati
     """H4: rho(final training loss, judge overall) across adapter arms; held-out loss secondary."""
     views = list(arms.values())
     primary = rank_component(
-        views, "final_loss", name="final training loss vs judge overall", cfg=cfg, seed=_seed(cfg, "H4", 0),
+        views, "final_loss", name="final training loss vs judge overall", cfg=cfg,
         smallest_effect=RHO_SMALLEST_EFFECT,
     )
     secondary = rank_component(
-        views, "heldout_loss", name="shared held-out loss vs judge overall", cfg=cfg, seed=_seed(cfg, "H4", 1),
+        views, "heldout_loss", name="shared held-out loss vs judge overall", cfg=cfg,
         smallest_effect=RHO_SMALLEST_EFFECT,
     )
     notes = [
@@ -185,12 +186,11 @@ def evaluate_h5(base: ArmView | None, arms: Views, cfg: StatsConfig) -> Evaluati
         s, q = arms[s_name], arms[q_name]
         items.append(paired_component(
             q, s, "kl", name=f"KL drift: {q_name} - {s_name}", metric="KL(adapter || base) per prompt (nats/token)",
-            cfg=cfg, seed=_seed(cfg, "H5", 2 * k),
+            cfg=cfg,
         ))
-        items.append(paired_component(
+        items.append(binary_noninferiority(
             s, q, "json_valid", name=f"JSON validity: {s_name} - {q_name} (non-inferiority)",
-            metric="JSON validity per JSON prompt (0/1)", cfg=cfg, seed=_seed(cfg, "H5", 2 * k + 1),
-            null=-JSON_NONINFERIORITY_MARGIN,
+            metric="JSON validity per JSON prompt (0/1)", cfg=cfg, margin=JSON_NONINFERIORITY_MARGIN,
         ))
     notes = list(sel.problems)
     for s_name, q_name in sel.surgical_pairs:
@@ -225,27 +225,24 @@ def evaluate_h7(base: ArmView | None, arms: Views, cfg: StatsConfig) -> Evaluati
                           notes=problems)
     k = len(cands)
     raw = {v.name: win_share_component(v, cfg=cfg) for v in cands}
-    scored = [(c.estimate, v) for v in cands if isinstance(c := raw[v.name], Component) and c.estimate is not None]
-    if not scored:
-        return Evaluation(hypothesis="H7", unavailable="no format arm has a decisive pairwise judgment", notes=problems)
-    best = max(scored, key=lambda t: t[0])[1]
-    primary = win_share_component(best, cfg=cfg, selection_k=k, smallest_effect=WIN_SHARE_SMALLEST_EFFECT)
+    primary, best = best_of_k_component(cands, cfg=cfg, smallest_effect=WIN_SHARE_SMALLEST_EFFECT)
+    if best is None:
+        return Evaluation(hypothesis="H7", unavailable=str(primary), notes=problems)
     secondary: list[Component] = [c for c in raw.values() if isinstance(c, Component)]
     lc = lc_component(best, base)
     if isinstance(lc, Component):
         secondary.append(lc)
     judge_diff = paired_component(
         best, base, "overall", name=f"{best.name} - base (judge overall)", metric=_JUDGE, cfg=cfg,
-        seed=_seed(cfg, "H7", 1),
     )
     if isinstance(judge_diff, Component):
         secondary.append(judge_diff)
-    notes = problems + [f"best format by pairwise win share: {best.name} (picked from {k})"]
+    notes = problems + [f"best format by its own sign-test p: {best.name} (picked from {k}, p x {k})"]
     words = ""
     if isinstance(primary, Component) and primary.estimate is not None:
         side = "more" if primary.estimate > 0.5 else "less" if primary.estimate < 0.5 else "exactly"
-        words = (f"The best format arm ({best.name}) won {primary.estimate:.1%} of its decisive pairwise "
-                 f"judgments against the base ({side} than half).").replace("exactly than half", "exactly half")
+        words = (f"The best format arm ({best.name}) has a win rate of {primary.estimate:.1%} against the base, "
+                 f"ties counted as half ({side} than half).").replace("exactly than half", "exactly half")
     return _gather("H7", [primary], [*cands, base], secondary=secondary, judge_models=_models(*cands, base),
                    pairwise_models=_models(*cands), words=words, notes=notes)
 

@@ -39,7 +39,8 @@ H6_CATEGORIES = ("json", "gamefaq", "coding")
 #: Smallest |Spearman rho| of interest for H4: a "moderate" association by convention; with ~8 arms only
 #: |rho| >= ~0.89 can be significant at alpha/7 anyway, so it binds only for much larger studies.
 RHO_SMALLEST_EFFECT = 0.3
-#: Smallest win share above 0.5 of interest for H7: 55 % of decisive pairs; the seed's base-vs-base
+#: Smallest ties-half win rate above 0.5 of interest for H7 (net win margin (wins - losses)/judged >= 10 %
+#: of all judged prompts, a scale that stays meaningful at high tie rates); the seed's base-vs-base
 #: "win rate" of 0.538 shows run-to-run noise of about this size.
 WIN_SHARE_SMALLEST_EFFECT = 0.05
 #: Non-inferiority margin for H5's format discipline: surgical may be at most 5 points of JSON validity
@@ -48,37 +49,60 @@ JSON_NONINFERIORITY_MARGIN = 0.05
 
 DECISION_RULE = """\
 Each hypothesis is a set of *components*, each an estimate oriented so that
-"estimate > null" is the claimed direction, with a two-sided p-value and an
-interval (seeds are averaged per prompt before pairing, so the prompt stays
-the unit of resampling). Intervals are 95% and not adjusted for
-multiplicity (H7's is widened for picking the best of K); the Holm-adjusted
-p-value carries the multiplicity.
+"estimate > null" is the claimed direction (or, for an equivalence component,
+"|estimate - null| < smallest effect"), with a two-sided p-value and an
+interval. Intervals are 95% and not adjusted for multiplicity (H7's is at
+1 - alpha/K for picking the best of K; an equivalence interval is at
+1 - 2 alpha); the Holm-adjusted p-value carries the multiplicity. Every
+interval carries its real level.
 
+* Training seeds. With >= 2 seeds in every arm a comparison uses the crossed
+  seeds x prompts variance-components t-test (seed variance within arm,
+  prompt variance within category), and the verdict's scope is 'format'.
+  With one seed the comparison is over prompts only (sign-flip test,
+  bootstrap interval): the verdict's scope is 'adapters', conditional on
+  the trained adapters, and it cannot speak for the format.
+* Common random numbers: a comparison's resampling is seeded from stats.seed
+  and a hash of its identity, so it has one p-value wherever it appears;
+  Monte Carlo p-values carry their standard error and resample more near
+  the Holm thresholds.
 * The hypothesis's p-value for Holm is the intersection-union p (the largest
   component p) when every component points the claimed way, else the
-  Bonferroni p of the opposing components (K x the smallest opposing p).
+  Bonferroni p of the opposing components (K x the smallest opposing p; for
+  an equivalence component, its difference-test p).
   A one-component hypothesis simply has its component's p.
-* CONFIRMED iff Holm-adjusted p < alpha, and every component lies in the
-  claimed direction with its interval excluding the null, and its *point
-  estimate* clears the smallest effect of interest where one is set. The
-  point estimate, not the interval bound: significance already controls false
-  positives; the smallest effect guards against confirming a real but
-  negligible effect. Requiring the bound to clear it would be a separate
-  minimum-effect test that none of these sample sizes can power.
-* REJECTED iff Holm-adjusted p < alpha with the binding component
+* CONFIRMED iff Holm-adjusted p <= alpha, and every component lies in the
+  claimed direction with its interval excluding the null (equivalence: the
+  interval within +/- the smallest effect), and its *point estimate* clears
+  the smallest effect of interest where one is set. The point estimate, not
+  the interval bound: significance already controls false positives; the
+  smallest effect guards against deciding on a real but negligible effect.
+* REJECTED iff Holm-adjusted p <= alpha with the binding component
   significantly in the *opposite* direction (its interval excluding the null
-  on the other side).
+  on the other side) and, symmetrically, its point estimate at least the
+  smallest effect of interest away from the null: a significant but
+  negligible reverse effect is INCONCLUSIVE, not REJECTED.
 * INCONCLUSIVE otherwise, with the reason: not significant (and the minimum
-  detectable effect), significant but below the smallest effect, needs
-  per-prompt data, arm missing, or capped because the judge it rests on
-  covered < min_judge_coverage of the prompts or had pairwise position
-  consistency < min_position_consistency (or did not record them).
-  Not significant is never REJECTED.
+  detectable effect of the test actually run, or "nothing detectable" when
+  the test's smallest attainable p cannot reach the level), significant but
+  below the smallest effect, needs per-prompt data, arm missing, or capped
+  because the judge it rests on covered < min_judge_coverage of the prompts
+  or had pairwise position consistency < min_position_consistency (or did
+  not record them). Not significant is never REJECTED.
 
-Holm runs over the fixed family H1-H7 at ``stats.alpha``. A hypothesis that is
+Equivalence tests (TOST against +/- the smallest effect) are available to
+any component (``direction='equivalence'``); none of H1-H7 claims "no
+difference", so none uses one (H4's "does not track" is decided as a
+significantly positive rho, see H4).
+
+Holm runs over the fixed family H1-H7 at ``stats.alpha`` (reject at
+adjusted p <= alpha, as Holm 1979 and statsmodels). A hypothesis that is
 not evaluated (deselected by ``-k``) or has no p-value counts as p = 1, so a
 partial run is never less conservative than the full run (see
-:func:`formablate.stats.holm`). MDEs use alpha/7, the strictest Holm step.
+:func:`formablate.stats.holm`). MDEs use alpha/7, the strictest Holm step,
+and the power of the test actually run (simulation of the sign-flip test on
+the observed differences; the exact permutation test for rho; the exact
+binomial for win rates).
 """
 
 
@@ -101,9 +125,10 @@ class HypothesisSpec(BaseModel):
 
 
 _PAIRED = (
-    "paired over eval prompts scored in both arms (per-prompt scores averaged over training seeds first): "
-    "two-sided sign-flip permutation test (exact when 2^n <= stats.permutations) and a 95% paired bootstrap "
-    "interval stratified by category; Wilcoxon signed-rank (zsplit) reported as a robustness check"
+    "paired over eval prompts scored in both arms. One seed per arm: two-sided sign-flip permutation test "
+    "(exact when 2^n <= stats.permutations) and a 95% paired bootstrap interval stratified by category, "
+    "Wilcoxon signed-rank (zsplit) as a robustness check, conditional on the trained adapters. >= 2 seeds per "
+    "arm: crossed seeds x prompts variance-components t-test (Welch-Satterthwaite df) and its 95% t interval"
 )
 
 HYPOTHESES: dict[str, HypothesisSpec] = {
@@ -176,10 +201,13 @@ HYPOTHESES: dict[str, HypothesisSpec] = {
         metric="(a) per-prompt KL(adapter || base): quality - surgical; (b) per-prompt JSON validity on JSON "
         "prompts: surgical - quality; one pair per surgical arm",
         direction=f"(a) > 0; (b) > -{JSON_NONINFERIORITY_MARGIN} (non-inferiority)",
-        test="paired over eval prompts present in both arms of a pair (seeds averaged first): two-sided sign-flip "
-        "permutation test and a 95% paired bootstrap interval stratified by category"
-        + f"; (b) tests against the margin -{JSON_NONINFERIORITY_MARGIN} (two-sided, shifted sign-flip); "
-        "intersection-union across (a), (b) and pairs",
+        test="(a) paired over eval prompts present in both arms of a pair: the paired comparison of the common "
+        "rule (sign-flip test and 95% stratified bootstrap interval with one seed; crossed seeds x prompts t-test "
+        "with >= 2 seeds); (b) paired 0/1 outcomes on JSON prompts: exact unconditional score test (Chan et al. "
+        f"2003, ordered by Tango's 1998 score statistic) of H0 difference <= -{JSON_NONINFERIORITY_MARGIN}, "
+        "reported two-sided (2 x one-sided p), with Tango's 95% score interval; concordant pairs carry no "
+        "information, so no discordance never shows non-inferiority; with several seeds each seed pair is "
+        "tested and the least favourable binds; intersection-union across (a), (b) and pairs",
         smallest_effect=f"(a) none set: KL has no agreed practical scale, its interval is reported; (b) the "
         f"margin {JSON_NONINFERIORITY_MARGIN}",
         decision="CONFIRMED iff every pair shows significantly lower KL and non-inferior JSON validity; "
@@ -208,13 +236,17 @@ HYPOTHESES: dict[str, HypothesisSpec] = {
         id="H7",
         title="the best format beats the base model",
         claim="The best-performing format's adapter beats the untrained base model head to head.",
-        metric="blind pairwise outcome against the base per prompt (both orders, disagreement = tie); win share "
-        "among decisive prompts; 'best' = the format arm with the highest win share",
+        metric="blind pairwise outcome against the base per prompt (both orders, disagreement = tie); win rate "
+        "with ties as half a win, (wins + ties/2) / judged, whose distance from 0.5 is half the net win margin "
+        "(wins - losses)/judged; 'best' = the format arm with the smallest sign-test p (among arms with more "
+        "wins than losses), so a 3-0 arm cannot displace a 40-10 arm",
         direction="win share > 0.5",
-        test="exact sign test (ties excluded) with Clopper-Pearson interval; the p-value is multiplied by K (the "
-        "number of format arms the best was picked from) and the interval widened to level 1 - 0.05/K, so "
-        "picking the best is paid for; length-controlled win rate and judge-overall difference reported",
-        smallest_effect=f"win share >= 0.5 + {WIN_SHARE_SMALLEST_EFFECT} (point estimate)",
+        test="exact sign test (ties excluded; same null as win rate = 0.5); the p-value is multiplied by K (the "
+        "number of format arms the best was picked from: K x min p is valid whatever arm it picks) and the "
+        "interval (Tango score interval for (wins - losses)/judged, on the ties-half scale) is at level "
+        "1 - stats.alpha/K; length-controlled win rate and judge-overall difference reported",
+        smallest_effect=f"ties-half win rate >= 0.5 + {WIN_SHARE_SMALLEST_EFFECT} (point estimate), i.e. a net "
+        f"win margin of at least {2 * WIN_SHARE_SMALLEST_EFFECT:.0%} of all judged prompts",
         decision="the common rule with one component (the selected best format).",
         rests_on_judge=True,
         rests_on_pairwise=True,
