@@ -262,14 +262,15 @@ def sign_flip_test(
     x = arr - null
     n = x.size
     scale = _integer_scale(x)
-    xi = np.rint(x * scale).astype(np.int64) if scale is not None else x
+    # Integers held in float64: exact (|sums| < 2**52, checked in _integer_scale) and BLAS-fast.
+    xi = np.rint(x * scale) if scale is not None else x
     observed = float(x.sum())
-    obs_i = int(xi.sum()) if scale is not None else observed
+    obs_i = float(xi.sum()) if scale is not None else observed
     tol = 0 if scale is not None else _tolerance(observed)
     exact = n <= 20 and 2**n <= n_permutations
     mc_se = 0.0
     if exact:
-        null_t = _sign_matrix(n).astype(xi.dtype) @ xi
+        null_t = _sign_matrix(n) @ xi
         hits = _count_hits(null_t, obs_i, tol, alternative)
         p = hits / null_t.size
         reference = int(null_t.size)
@@ -282,8 +283,8 @@ def sign_flip_test(
         while True:
             while done < target:
                 k = min(chunk, target - done)
-                signs = 1 - 2 * rng.integers(0, 2, size=(k, n), dtype=np.int8)
-                hits += _count_hits(signs.astype(xi.dtype) @ xi, obs_i, tol, alternative)
+                signs = 1.0 - 2.0 * rng.integers(0, 2, size=(k, n), dtype=np.int8)
+                hits += _count_hits(signs @ xi, obs_i, tol, alternative)
                 done += k
             p = (1 + hits) / (1 + done)
             mc_se = mc_standard_error(p, done)
@@ -846,6 +847,10 @@ def _log_trinomial(n: int, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return gammaln(n + 1) - gammaln(b + 1) - gammaln(c + 1) - gammaln(n - b - c + 1)
 
 
+from functools import lru_cache  # noqa: E402
+
+
+@lru_cache(maxsize=4096)
 def _exact_unconditional_p(b_obs: int, c_obs: int, n: int, delta0: float, side: str, grid: int = 400) -> float:
     """sup over the nuisance p01 of P(Z(B, C) at least as extreme as observed | p10 - p01 = delta0)."""
     bs, cs = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
@@ -1052,15 +1057,23 @@ def min_attainable_p_sign_flip(d: Sequence[float]) -> float:
     return 1.0 if k == 0 else min(1.0, 2.0 / 2**k)
 
 
-def _signflip_reject(samples: np.ndarray, alpha: float) -> np.ndarray:
-    # Conditional on |d| the sign-flip statistic sum(d) has variance sum(d^2); with n ~ 20+ the
-    # permutation distribution is close to normal (Lindeberg), so the reject region of the
-    # permutation test is |sum d| / sqrt(sum d^2) >= z_{1 - alpha/2}.
-    s = samples.sum(axis=1)
-    q = np.sqrt((samples * samples).sum(axis=1))
+def _centred_resample_sums(arr: np.ndarray, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, arr.size, size=(reps, arr.size))
+    x = (arr - arr.mean())[idx]
+    return x.sum(axis=1), (x * x).sum(axis=1)
+
+
+def _power_from_sums(s0: np.ndarray, q0: np.ndarray, n: int, delta: float, alpha: float) -> float:
+    # Shifting every difference by delta: sum -> s0 + n delta, sum of squares -> q0 + 2 delta s0 + n delta^2.
+    # Conditional on |d| the sign-flip statistic sum(d) has variance sum(d^2); the permutation
+    # distribution is close to normal for n >= ~20 (Lindeberg), so the test rejects when
+    # |sum d| / sqrt(sum d^2) >= z_{1 - alpha/2}.
+    s = s0 + n * delta
+    q = q0 + 2 * delta * s0 + n * delta * delta
     z = float(stats.norm.ppf(1 - alpha / 2))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(q > 0, np.abs(s) / q >= z, False)
+        return float(np.where(q > 0, np.abs(s) / np.sqrt(np.maximum(q, 1e-300)) >= z, False).mean())
 
 
 def power_sign_flip(d: Sequence[float], delta: float, alpha: float, *, reps: int = 2000, seed: int = 0) -> float:
@@ -1069,36 +1082,37 @@ def power_sign_flip(d: Sequence[float], delta: float, alpha: float, *, reps: int
     Simulation: prompts are resampled from the observed differences, centred
     (so the null holds) and shifted by ``delta``; each replicate gets the
     sign-flip test's decision (its conditional normal reject region, accurate
-    for n >= ~20), and below ~20 prompts the exact attainable-p bound applies.
-    Common random numbers across ``delta`` (same seed), so power is monotone.
+    for n >= ~20). When the smallest attainable p (``2 / 2**non-zero``)
+    exceeds alpha the power is 0. Common random numbers across ``delta``
+    (same seed), so power is monotone in |delta|.
     """
     arr = _as_1d("d", d, min_n=2)
-    if min_attainable_p_sign_flip(arr + delta) > alpha and min_attainable_p_sign_flip(arr) > alpha:
+    if min_attainable_p_sign_flip(arr) > alpha:
         return 0.0
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, arr.size, size=(reps, arr.size))
-    samples = (arr - arr.mean())[idx] + delta
-    return float(_signflip_reject(samples, alpha).mean())
+    s0, q0 = _centred_resample_sums(arr, reps, seed)
+    return _power_from_sums(s0, q0, arr.size, delta, alpha)
 
 
-def mde_sign_flip(d: Sequence[float], alpha: float, power: float = 0.8, *, reps: int = 2000) -> float | None:
+def mde_sign_flip(d: Sequence[float], alpha: float, power: float = 0.8, *, reps: int = 4000) -> float | None:
     """Smallest |mean difference| the sign-flip test detects with ``power`` on data like ``d`` (None: nothing is).
 
     None when the smallest attainable p (``2 / 2**non-zero``) exceeds ``alpha``:
     with so few non-zero differences nothing was detectable at this level.
-    Bisection on :func:`power_sign_flip`.
+    Bisection on :func:`power_sign_flip` (one set of resamples for every delta).
     """
     arr = _as_1d("d", d, min_n=2)
     if min_attainable_p_sign_flip(arr) > alpha:
         return None
+    s0, q0 = _centred_resample_sums(arr, reps, 0)
+    n = arr.size
     sd = float(arr.std(ddof=1)) or 1e-6
-    hi = 20 * sd / math.sqrt(arr.size) + 1e-6
-    if power_sign_flip(arr, hi, alpha, reps=reps) < power:
+    hi = 20 * sd / math.sqrt(n) + 1e-6
+    if _power_from_sums(s0, q0, n, hi, alpha) < power:
         return None
     lo = 0.0
     for _ in range(30):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if power_sign_flip(arr, mid, alpha, reps=reps) < power else (lo, mid)
+        lo, hi = (mid, hi) if _power_from_sums(s0, q0, n, mid, alpha) < power else (lo, mid)
     return float(hi)
 
 
@@ -1124,9 +1138,6 @@ def mde_rank_exact(n: int, critical_abs_rho: float | None, power: float = 0.8) -
     if critical_abs_rho is None:
         return None
     return _cached_mde_rank(int(n), round(float(critical_abs_rho), 12), float(power))
-
-
-from functools import lru_cache  # noqa: E402
 
 
 @lru_cache(maxsize=64)
