@@ -1174,3 +1174,69 @@ def required_prompts(
     if budget <= 0:
         return None
     return max(2, math.ceil(sd_prompt * sd_prompt / budget))
+
+
+def mde_paired_binary(n: int, discordance: float, margin: float, alpha: float, power: float = 0.8) -> float | None:
+    """Smallest true ``P(a) - P(b) + margin`` the exact non-inferiority test detects with ``power`` (None: nothing).
+
+    Exact enumeration of the test actually run (:func:`paired_binary_test`,
+    two-sided convention, so one-sided level alpha/2): its rejection region is
+    ``Z >= z*``, z* the smallest table statistic whose exact p reaches the
+    level (the sup-p is monotone in Z); power at a true difference delta is the
+    trinomial probability of that region with the observed discordance rate
+    split as p10 = (disc + delta)/2, p01 = (disc - delta)/2. None when no
+    table reaches the level (nothing detectable) or no delta within the
+    discordance reaches the power.
+    """
+    return _cached_mde_binary(int(n), round(float(discordance), 6), float(margin), float(alpha), float(power))
+
+
+@lru_cache(maxsize=64)
+def _cached_mde_binary(n: int, disc: float, margin: float, alpha: float, power: float) -> float | None:
+    from scipy.special import gammaln
+
+    delta0 = -margin
+    bs, cs = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    keep = bs + cs <= n
+    bs, cs = bs[keep].astype(float), cs[keep].astype(float)
+    z = _tango_z(bs, cs, n, delta0)
+    order = np.unique(z[np.isfinite(z)])
+    # Binary search for the smallest z whose one-sided sup-p <= alpha / 2.
+    level = alpha / 2
+
+    def p_at(zv: float) -> float:
+        i = int(np.argmin(np.abs(z - zv)))
+        return _exact_unconditional_p(int(bs[i]), int(cs[i]), n, delta0, "greater")
+
+    if p_at(order[-1]) > level:
+        return None
+    lo, hi = 0, order.size - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if p_at(order[mid]) <= level:
+            hi = mid
+        else:
+            lo = mid + 1
+    region = z >= order[lo] - 1e-12
+    lt = gammaln(n + 1) - gammaln(bs + 1) - gammaln(cs + 1) - gammaln(n - bs - cs + 1)
+    disc = max(disc, 2 * margin + 1e-6)
+
+    def pw(delta: float) -> float:
+        p10, p01 = (disc + delta) / 2, (disc - delta) / 2
+        pc = 1 - disc
+        if p10 < 0 or p01 < 0 or pc < 0:
+            return 0.0
+        with np.errstate(divide="ignore"):
+            logp = (lt + np.where(bs > 0, bs * np.log(max(p10, 1e-300)), 0.0)
+                    + np.where(cs > 0, cs * np.log(max(p01, 1e-300)), 0.0)
+                    + np.where(n - bs - cs > 0, (n - bs - cs) * np.log(max(pc, 1e-300)), 0.0))
+        return float(np.exp(logp)[region].sum())
+
+    top = min(disc, 1.0)
+    if pw(top) < power:
+        return None
+    a, b = delta0, top
+    for _ in range(40):
+        m = (a + b) / 2
+        a, b = (m, b) if pw(m) < power else (a, m)
+    return float(b - delta0)

@@ -31,6 +31,7 @@ from formablate.hypotheses.views import ArmView
 from formablate.stats import (
     crossed_paired_test,
     length_controlled_win_rate,
+    mde_paired_binary,
     mde_rank_exact,
     mde_sign_flip,
     mde_win_share,
@@ -255,6 +256,9 @@ def binary_noninferiority(
     i-th of b, in file order) and the largest p binds (intersection-union, so
     "non-inferior for every trained pair"); the scope stays 'adapters'
     because a binary outcome per seed pair does not estimate seed variance.
+    The MDE (as estimate + margin) is from exact enumeration of this test at
+    alpha/7 with the observed discordance rate
+    (:func:`formablate.stats.mde_paired_binary`).
     """
     for view in (a, b):
         reason = view.missing_rows(attr)
@@ -276,6 +280,10 @@ def binary_noninferiority(
             f"pairs carry all the information); one-sided p(non-inferior) = {worst.details['p_noninferior']:.3g}")
     if k > 1:
         note += f"; {k} seed pairs, the least favourable binds (intersection-union)"
+    mde = mde_paired_binary(worst.n, worst.details["discordant"] / worst.n, margin, mde_alpha(cfg))
+    if mde is None:
+        note += (f"; nothing detectable: with {worst.n} prompts and {worst.details['discordant']} discordant pairs "
+                 f"the exact test reaches 80% power at alpha/7 = {mde_alpha(cfg):.3g} for no true difference")
     note += "; " + _seed_note(a, b)
     return Component(
         name=name,
@@ -290,7 +298,7 @@ def binary_noninferiority(
         statistic=worst.statistic,
         n=worst.n,
         smallest_effect=None,
-        mde=None,
+        mde=mde,
         evidence=results,
         note=note,
         p_mc_se=0.0,
