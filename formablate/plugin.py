@@ -397,7 +397,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             "" if v.p_adjusted is None else f"{v.p_adjusted:.3g}",
             "" if v.n is None else v.n, v.title,
         ])
-        reasons.append(f"{v.id}: {v.reason} [scope {v.scope}: {v.scope_note}]" + (f" [CI level {v.level:.2%}]" if v.level and abs(v.level - 0.95) > 1e-9 else ""))
+        reasons.append(f"{v.id}: {v.reason}" + (f" [scope {v.scope}: {v.scope_note}]" if v.scope_note else "") + (f" [CI level {v.level:.2%}]" if v.level and abs(v.level - 0.95) > 1e-9 else ""))
     table = tabulate(rows, headers=["H", "verdict", "test", "estimate", "95% CI", "p", "p Holm", "n", "hypothesis"],
                      disable_numparse=True)
     for line in table.splitlines() + [""] + reasons:
