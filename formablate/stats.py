@@ -45,6 +45,20 @@ __all__ = [
     "mde_win_share",
     "mde_correlation",
     "length_controlled_win_rate",
+    "format_level",
+    "stable_seed",
+    "mc_standard_error",
+    "tango_statistic",
+    "tango_interval",
+    "paired_binary_test",
+    "crossed_paired_test",
+    "tost_sign_flip",
+    "min_attainable_p_sign_flip",
+    "power_sign_flip",
+    "mde_sign_flip",
+    "power_rank_exact",
+    "mde_rank_exact",
+    "required_prompts",
 ]
 
 Alternative = Literal["two-sided", "greater", "less"]
@@ -195,6 +209,22 @@ def _sign_matrix(n: int) -> np.ndarray:
     return 1.0 - 2.0 * bits
 
 
+def _integer_scale(x: np.ndarray) -> int | None:
+    """Smallest L in a short list with L * x integral (judge scores averaged over up to 12 seeds), else None."""
+    for scale in (1, 2, 3, 4, 5, 6, 8, 10, 12, 60, 120, 840, 2520, 27720):
+        y = x * scale
+        if np.all(np.abs(y - np.rint(y)) < 1e-9 * max(1.0, float(np.abs(y).max(initial=0.0)))) and (
+            float(np.abs(y).sum()) < 2**52
+        ):
+            return scale
+    return None
+
+
+def mc_standard_error(p: float, n_resamples: int) -> float:
+    """Monte Carlo standard error of a resampled p-value, ``sqrt(p (1 - p) / B)``."""
+    return float(math.sqrt(max(p * (1 - p), 0.0) / max(n_resamples, 1)))
+
+
 def sign_flip_test(
     d: Sequence[float],
     *,
@@ -202,6 +232,8 @@ def sign_flip_test(
     null: float = 0.0,
     n_permutations: int = 10_000,
     seed: int | Sequence[int] = 0,
+    thresholds: Sequence[float] = (),
+    max_permutations: int = 160_000,
 ) -> StatResult:
     """Sign-flip (paired permutation) test of ``H0: the differences d - null are symmetric about 0``.
 
@@ -213,32 +245,54 @@ def sign_flip_test(
     differences stay in the data: flipping them changes nothing, which is the
     correct treatment for a mean-based test. The two-sided p-value counts
     ``|T*| >= |T|``, which equals scipy's ``2 * min(one-sided)`` because the
-    sign-flip distribution is symmetric. ``null`` shifts the hypothesis (used
-    for non-inferiority margins); it assumes the shifted differences are
-    symmetric under H0.
+    sign-flip distribution is symmetric. ``null`` shifts the hypothesis; it
+    assumes the shifted differences are symmetric under H0, which fails for
+    0/1 data (use :func:`paired_binary_test` there).
+
+    When every ``d - null`` is a multiple of 1/L for a small L (judge scores and
+    their averages over seeds), the statistic is computed in exact integers, so
+    sums that cancel in floating point cannot flip a comparison. A Monte Carlo
+    p carries its standard error in ``details['mc_se']``; with ``thresholds``
+    (decision levels, e.g. alpha/7 ... alpha), B is quadrupled while p lies
+    within 3 standard errors of one of them, up to ``max_permutations``, all
+    draws from the same stream (the first B are the ones a smaller B used).
     """
     arr = _as_1d("d", d)
     _check_alternative(alternative)
     x = arr - null
     n = x.size
+    scale = _integer_scale(x)
+    # Integers held in float64: exact (|sums| < 2**52, checked in _integer_scale) and BLAS-fast.
+    xi = np.rint(x * scale) if scale is not None else x
     observed = float(x.sum())
-    tol = _tolerance(observed)
+    obs_i = float(xi.sum()) if scale is not None else observed
+    tol = 0 if scale is not None else _tolerance(observed)
     exact = n <= 20 and 2**n <= n_permutations
+    mc_se = 0.0
     if exact:
-        null_t = _sign_matrix(n) @ x
-        hits = _count_hits(null_t, observed, tol, alternative)
+        null_t = _sign_matrix(n) @ xi
+        hits = _count_hits(null_t, obs_i, tol, alternative)
         p = hits / null_t.size
         reference = int(null_t.size)
     else:
         rng = np.random.default_rng(seed)
         hits = 0
+        done = 0
+        target = n_permutations
         chunk = max(1, 2_000_000 // n)
-        for start in range(0, n_permutations, chunk):
-            k = min(chunk, n_permutations - start)
-            signs = rng.choice(np.array([-1.0, 1.0]), size=(k, n))
-            hits += _count_hits(signs @ x, observed, tol, alternative)
-        p = (1 + hits) / (1 + n_permutations)
-        reference = n_permutations
+        while True:
+            while done < target:
+                k = min(chunk, target - done)
+                signs = 1.0 - 2.0 * rng.integers(0, 2, size=(k, n), dtype=np.int8)
+                hits += _count_hits(signs @ xi, obs_i, tol, alternative)
+                done += k
+            p = (1 + hits) / (1 + done)
+            mc_se = mc_standard_error(p, done)
+            near = any(abs(p - t) < 3 * mc_se for t in thresholds)
+            if not near or done >= max_permutations:
+                break
+            target = min(max_permutations, done * 4)
+        reference = done
     return StatResult(
         test=f"sign-flip permutation test ({'exact' if exact else 'Monte Carlo'})",
         estimate_name="mean(d)",
@@ -248,7 +302,14 @@ def sign_flip_test(
         alternative=alternative,
         n=n,
         inputs={"null": null, "n_permutations": n_permutations, "seed": _seed_repr(seed)},
-        details={"exact": exact, "reference_set": reference, "statistic": "sum(d - null)", "n_zero": int((x == 0).sum())},
+        details={
+            "exact": exact,
+            "reference_set": reference,
+            "statistic": "sum(d - null)",
+            "n_zero": int((x == 0).sum()),
+            "integer_arithmetic": scale is not None,
+            "mc_se": mc_se,
+        },
     )
 
 
@@ -558,7 +619,7 @@ def holm(pvalues: Mapping[str, float | None], alpha: float = 0.05, family: Seque
         m=m,
         raw=raw,
         adjusted={h: adjusted[h] for h in ids},
-        rejected={h: adjusted[h] < alpha for h in ids},
+        rejected={h: adjusted[h] <= alpha for h in ids},
         counted_as_one=[h for h in ids if raw[h] is None],
     )
 
@@ -668,8 +729,20 @@ def length_controlled_win_rate(
     lc = float(_sigmoid(beta[0]))
     interval = (float(_sigmoid(beta[0] - zc * se0)), float(_sigmoid(beta[0] + zc * se0)))
     p = float(2 * stats.norm.sf(abs(beta[0]) / se0)) if se0 > 0 else (1.0 if beta[0] == 0 else 0.0)
+    wins, losses = int((ys == 1).sum()), int((ys == 0).sum())
+    separated = (wins == 0 or losses == 0) or not fit.success
+    test = "length-controlled win rate (penalised logistic regression on tanh-normalised length difference, Wald)"
+    if separated:
+        # Wald is anti-conservative under separation (20-0 gives 3e-87): the exact sign test of the
+        # same null (wins = losses) and Tango's score interval on the ties-half scale replace it.
+        sgn = sign_test(wins, losses, int(ys.size) - wins - losses, level=level)
+        p = float(sgn.p_value if sgn.p_value is not None else 1.0)
+        lo_d, hi_d = tango_interval(wins, losses, int(ys.size), level)
+        interval = (0.5 + lo_d / 2, 0.5 + hi_d / 2)
+        test = ("length-controlled win rate; outcomes separate (or the fit did not converge), so exact sign test "
+                "and Tango score interval on the ties-half win rate")
     return StatResult(
-        test="length-controlled win rate (penalised logistic regression on tanh-normalised length difference, Wald)",
+        test=test,
         estimate_name="P(A preferred | equal length)",
         estimate=lc,
         interval=interval,
@@ -684,6 +757,7 @@ def length_controlled_win_rate(
             "b1_length": float(beta[1]),
             "raw_win_rate_ties_half": float(ys.mean()),
             "converged": bool(fit.success),
+            "separated": bool(separated),
         },
     )
 
@@ -696,3 +770,489 @@ def _outcome_value(o: str) -> float:
 
 def _sigmoid(z):
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z)))
+
+
+# ----------------------------------------------------------------------------- issue-14 additions
+
+
+def format_level(level: float) -> str:
+    """A coverage level as a label that says the real level: 0.95 -> '95%', 0.991667 -> '99.17%'."""
+    pct = 100 * level
+    for digits in range(0, 4):
+        if abs(round(pct, digits) - pct) < 1e-9:
+            return f"{pct:.{digits}f}%"
+    return f"{pct:.2f}%"
+
+
+def stable_seed(*identity: object) -> list[int]:
+    """A numpy seed sequence from a stable hash of a comparison's identity (arm names, metric, margin, ...).
+
+    Common random numbers: the same comparison gets the same resampling stream,
+    and so the same p-value, wherever it appears, whatever its position in a
+    report. ``repr`` of each part is hashed with BLAKE2b (stable across runs and
+    Python versions, unlike ``hash``).
+    """
+    import hashlib
+
+    h = hashlib.blake2b("\x1f".join(repr(x) for x in identity).encode(), digest_size=16).digest()
+    return [int.from_bytes(h[i : i + 4], "little") for i in range(0, 16, 4)]
+
+
+def tango_statistic(b: int, c: int, n: int, delta0: float) -> float:
+    """Tango's (1998) score statistic for ``H0: p10 - p01 = delta0`` in a paired 2x2 table.
+
+    ``b`` = pairs with (1, 0), ``c`` = pairs with (0, 1), ``n`` = all pairs.
+    ``Z = (b - c - n delta0) / sqrt(n (2 q + delta0 (1 - delta0)))`` with ``q``
+    the restricted maximum-likelihood estimate of p01 under H0 (the positive
+    root of ``2n q^2 + B q + C = 0``, ``B = -b - c + (2n - b + c) delta0``,
+    ``C = -c delta0 (1 - delta0)``). Larger Z = more evidence that the
+    difference exceeds delta0.
+    """
+    z = _tango_z(np.asarray([b], float), np.asarray([c], float), n, delta0)
+    return float(z[0])
+
+
+def _tango_z(b: np.ndarray, c: np.ndarray, n: int, delta0: float) -> np.ndarray:
+    a2 = 2.0 * n
+    bb = -b - c + (2.0 * n - b + c) * delta0
+    cc = -c * delta0 * (1.0 - delta0)
+    q = (np.sqrt(np.maximum(bb * bb - 4 * a2 * cc, 0.0)) - bb) / (2 * a2)
+    var = n * (2 * q + delta0 * (1 - delta0))
+    num = b - c - n * delta0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 1e-300, num / np.sqrt(np.maximum(var, 1e-300)), np.sign(num) * np.inf)
+    return np.where((var <= 1e-300) & (num == 0), 0.0, z)
+
+
+def tango_interval(b: int, c: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Tango's score interval for ``p10 - p01``: every delta0 with ``|Z(delta0)| < z_{(1+level)/2}``."""
+    _check_level(level)
+    if n < 1:
+        raise StatsInputError(f"n={n!r} must be >= 1")
+    zc = float(stats.norm.ppf((1 + level) / 2))
+    est = (b - c) / n
+
+    def f(d: float) -> float:
+        return tango_statistic(b, c, n, d)
+
+    eps = 1e-12
+    lo = -1.0 if f(-1 + eps) <= zc else optimize.brentq(lambda d: f(d) - zc, -1 + eps, est, xtol=1e-12)
+    hi = 1.0 if f(1 - eps) >= -zc else optimize.brentq(lambda d: f(d) + zc, est, 1 - eps, xtol=1e-12)
+    return float(lo), float(hi)
+
+
+def _log_trinomial(n: int, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    from scipy.special import gammaln
+
+    return gammaln(n + 1) - gammaln(b + 1) - gammaln(c + 1) - gammaln(n - b - c + 1)
+
+
+from functools import lru_cache  # noqa: E402
+
+
+@lru_cache(maxsize=4096)
+def _exact_unconditional_p(b_obs: int, c_obs: int, n: int, delta0: float, side: str, grid: int = 400) -> float:
+    """sup over the nuisance p01 of P(Z(B, C) at least as extreme as observed | p10 - p01 = delta0)."""
+    bs, cs = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    keep = bs + cs <= n
+    bs, cs = bs[keep].astype(float), cs[keep].astype(float)
+    z = _tango_z(bs, cs, n, delta0)
+    z_obs = _tango_z(np.array([float(b_obs)]), np.array([float(c_obs)]), n, delta0)[0]
+    tol = 1e-9 * max(1.0, abs(z_obs)) if np.isfinite(z_obs) else 0.0
+    region = z >= z_obs - tol if side == "greater" else z <= z_obs + tol
+    if not region.any():
+        return 0.0
+    lt = _log_trinomial(n, bs[region], cs[region])
+    rb, rc = bs[region], cs[region]
+    # p01 = theta, p10 = theta + delta0, concordant = 1 - 2 theta - delta0, all in [0, 1].
+    lo_t, hi_t = max(0.0, -delta0), (1.0 - delta0) / 2
+    if hi_t <= lo_t:
+        return 1.0
+
+    def prob(thetas: np.ndarray) -> np.ndarray:
+        th = thetas[:, None]
+        p10, p01, pc = th + delta0, th, 1 - 2 * th - delta0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logp = (
+                lt[None, :]
+                + np.where(rb > 0, rb * np.log(np.maximum(p10, 1e-300)), 0.0)
+                + np.where(rc > 0, rc * np.log(np.maximum(p01, 1e-300)), 0.0)
+                + np.where(n - rb - rc > 0, (n - rb - rc) * np.log(np.maximum(pc, 1e-300)), 0.0)
+            )
+        return np.exp(logp).sum(axis=1)
+
+    thetas = np.linspace(lo_t, hi_t, grid)
+    vals = prob(thetas)
+    i = int(np.argmax(vals))
+    fine = np.linspace(thetas[max(i - 1, 0)], thetas[min(i + 1, grid - 1)], 101)
+    return float(min(1.0, max(vals.max(), prob(fine).max())))
+
+
+def paired_binary_test(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    margin: float = 0.0,
+    level: float = 0.95,
+) -> StatResult:
+    """Paired 0/1 outcomes: difference ``P(a = 1) - P(b = 1)`` against ``-margin`` (non-inferiority of a).
+
+    The estimate is ``(n10 - n01) / n`` with Tango's (1998) score interval. The
+    p-value is the exact unconditional test of Chan, Tang, Tang & Chan (2003)
+    ordered by Tango's score statistic at ``delta0 = -margin``: the tail
+    probability of tables at least as extreme, maximised over the nuisance
+    (the discordance rate) on a grid plus a local refinement. Two-sided in the
+    harness's convention: ``p = min(1, 2 x`` the one-sided p in the direction of
+    the estimate), so it pairs with the two-sided interval at ``level``; the
+    one-sided p-values are in ``details`` (``p_noninferior``: H0 difference <=
+    -margin; ``p_inferior``: H0 difference >= -margin). Concordant pairs carry
+    no information about the difference, so a table with no discordant pair
+    can never show non-inferiority on its own: with n = 32 and margin 0.05 its
+    one-sided p is at least 0.95^32 = 0.19.
+    """
+    xa, xb = _as_1d("a", a), _as_1d("b", b)
+    if xa.shape != xb.shape:
+        raise StatsInputError(f"paired arrays differ in length: len(a)={xa.size}, len(b)={xb.size}")
+    if not (np.all(np.isin(xa, (0.0, 1.0))) and np.all(np.isin(xb, (0.0, 1.0)))):
+        raise StatsInputError("paired_binary_test needs 0/1 outcomes; got other values (average seeds after testing)")
+    if not 0 <= margin < 1:
+        raise StatsInputError(f"margin={margin!r} must be in [0, 1)")
+    _check_level(level)
+    n = int(xa.size)
+    n10 = int(((xa == 1) & (xb == 0)).sum())
+    n01 = int(((xa == 0) & (xb == 1)).sum())
+    est = (n10 - n01) / n
+    delta0 = -margin
+    p_ni = _exact_unconditional_p(n10, n01, n, delta0, "greater")
+    p_inf = _exact_unconditional_p(n10, n01, n, delta0, "less")
+    p = min(1.0, 2 * (p_ni if est > delta0 else p_inf if est < delta0 else 0.5))
+    return StatResult(
+        test="exact unconditional score test for paired binary outcomes (Tango statistic; Tango score interval)",
+        estimate_name="P(a = 1) - P(b = 1)",
+        estimate=float(est),
+        interval=tango_interval(n10, n01, n, level),
+        level=level,
+        statistic=tango_statistic(n10, n01, n, delta0),
+        p_value=float(p),
+        alternative="two-sided",
+        n=n,
+        inputs={"margin": margin, "n10": n10, "n01": n01},
+        details={"p_noninferior": p_ni, "p_inferior": p_inf, "discordant": n10 + n01, "null": delta0},
+    )
+
+
+def crossed_paired_test(
+    xa: np.ndarray,
+    xb: np.ndarray,
+    *,
+    strata: Sequence[str] | None = None,
+    null: float = 0.0,
+    level: float = 0.95,
+) -> StatResult:
+    """Paired comparison of two arms with training seeds as a variance component (seeds x prompts, crossed).
+
+    ``xa`` is (seeds of a) x (prompts), ``xb`` (seeds of b) x (the same prompts).
+    The estimate is ``mean over prompts of (mean_s xa - mean_s xb)``. Its
+    variance is estimated by method of moments for a crossed random-effects
+    model (random seed effect within each arm, random prompt effect shared by
+    the arms, residual): ``V = var(seed means of a)/S_a + var(seed means of
+    b)/S_b + V_prompt``, where ``V_prompt`` is the stratified variance of the
+    per-prompt differences of seed-averaged scores (within category, so it
+    matches the stratified bootstrap). The seed x prompt residual enters both
+    the seed and the prompt term, so V is conservative (the two-way cluster
+    variance of Cameron, Gelbach & Miller 2011 without subtracting the
+    interaction; its size is in ``details['var_residual']``): subtracting it
+    was anti-conservative at alpha/7 with 3 seeds in simulation. With 2
+    seeds per arm the Satterthwaite t is still slightly anti-conservative in
+    the far tail (0.0135 false rejections at alpha/7 = 0.0071 in 2000
+    simulated nulls, seed SD 0.1); use >= 3. The test is a t-test on
+    ``(estimate - null) / sqrt(V)`` with Welch-Satterthwaite degrees of
+    freedom; the interval is the matching t interval. Needs >= 2 seeds in
+    each arm: with one seed the seed variance cannot be estimated.
+    """
+    a_arr, b_arr = np.asarray(xa, float), np.asarray(xb, float)
+    if a_arr.ndim != 2 or b_arr.ndim != 2 or a_arr.shape[1] != b_arr.shape[1]:
+        raise StatsInputError(f"xa and xb must be (seeds x prompts) with the same prompts: {a_arr.shape}, {b_arr.shape}")
+    sa, p = a_arr.shape
+    sb = b_arr.shape[0]
+    if sa < 2 or sb < 2:
+        raise StatsInputError(f"crossed_paired_test needs >= 2 seeds per arm, got {sa} and {sb}")
+    if p < 2 or not (np.all(np.isfinite(a_arr)) and np.all(np.isfinite(b_arr))):
+        raise StatsInputError("crossed_paired_test needs >= 2 prompts and finite values")
+    _check_level(level)
+    labels = ["all"] * p if strata is None else [str(s) for s in strata]
+    d = a_arr.mean(axis=0) - b_arr.mean(axis=0)
+    est = float(d.mean())
+    va = float(a_arr.mean(axis=1).var(ddof=1)) / sa
+    vb = float(b_arr.mean(axis=1).var(ddof=1)) / sb
+    vp, dfp = 0.0, 0
+    for lab in dict.fromkeys(labels):
+        idx = [i for i, x in enumerate(labels) if x == lab]
+        if len(idx) > 1:
+            vp += (len(idx) / p) ** 2 * float(d[idx].var(ddof=1)) / len(idx)
+            dfp += len(idx) - 1
+    # The seed x prompt residual enters both the seed and the prompt term. It is reported (two-way
+    # ANOVA residual mean square / (S P)) but NOT subtracted: the unbiased V = va + vb + vp - vr
+    # rejected 0.012 at alpha/7 = 0.0071 with 3 seeds (2000 simulated nulls), the conservative V 0.003.
+    vr = _residual_ms(a_arr) / (sa * p) + _residual_ms(b_arr) / (sb * p)
+    v = va + vb + vp
+    terms = [(va, sa - 1), (vb, sb - 1), (vp, max(dfp, 1))]
+    denom = sum(t * t / df for t, df in terms if t > 0)
+    df = v * v / denom if denom > 0 else float(p - 1)
+    se = math.sqrt(v)
+    if se > 0:
+        t = (est - null) / se
+        pval = float(2 * stats.t.sf(abs(t), df))
+        half = float(stats.t.ppf((1 + level) / 2, df)) * se
+    else:
+        t, pval, half = None, 1.0 if est == null else 0.0, 0.0
+    return StatResult(
+        test="crossed seeds x prompts variance-components t-test (Welch-Satterthwaite df)",
+        estimate_name="mean over prompts of (mean over seeds a - mean over seeds b)",
+        estimate=est,
+        interval=(est - half, est + half),
+        level=level,
+        statistic=t,
+        p_value=pval,
+        alternative="two-sided",
+        n=p,
+        inputs={"null": null, "seeds_a": sa, "seeds_b": sb, "stratified": strata is not None},
+        details={"var_seed_a": va, "var_seed_b": vb, "var_prompt": vp, "var_residual": vr, "df": df, "se": se},
+    )
+
+
+def _residual_ms(x: np.ndarray) -> float:
+    """Two-way (seeds x prompts) ANOVA residual mean square of one arm."""
+    s, p = x.shape
+    r = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
+    return float((r * r).sum() / ((s - 1) * (p - 1))) if s > 1 and p > 1 else 0.0
+
+
+def tost_sign_flip(
+    d: Sequence[float],
+    bound: float,
+    *,
+    n_permutations: int = 10_000,
+    seed: int | Sequence[int] = 0,
+    thresholds: Sequence[float] = (),
+) -> StatResult:
+    """Equivalence by two one-sided sign-flip tests (TOST) against ``(-bound, +bound)``.
+
+    ``p = max(p of H0 mean <= -bound, p of H0 mean >= +bound)``; a small p shows
+    the mean difference lies inside the bounds. Each one-sided test shifts the
+    differences by the bound and assumes the shifted differences are symmetric
+    under its null (as :func:`sign_flip_test` with ``null``).
+    """
+    if bound <= 0:
+        raise StatsInputError(f"bound={bound!r} must be > 0 for an equivalence test")
+    lower = sign_flip_test(d, alternative="greater", null=-bound, n_permutations=n_permutations,
+                           seed=seed, thresholds=thresholds)
+    upper = sign_flip_test(d, alternative="less", null=bound, n_permutations=n_permutations,
+                           seed=seed, thresholds=thresholds)
+    p = max(lower.p_value or 1.0, upper.p_value or 1.0)
+    return StatResult(
+        test="TOST equivalence, two one-sided sign-flip tests",
+        estimate_name="mean(d)",
+        estimate=lower.estimate,
+        p_value=p,
+        alternative="two-sided",
+        n=lower.n,
+        inputs={"bound": bound, "n_permutations": n_permutations, "seed": _seed_repr(seed)},
+        details={"p_lower": lower.p_value, "p_upper": upper.p_value,
+                 "mc_se": max(lower.details["mc_se"], upper.details["mc_se"])},
+    )
+
+
+# ----------------------------------------------------------------------------- power of the tests actually run
+
+
+def min_attainable_p_sign_flip(d: Sequence[float]) -> float:
+    """Smallest two-sided p the sign-flip test can give on these data: ``2 / 2**(number of non-zero differences)``."""
+    arr = np.asarray(d, float)
+    k = int((np.abs(arr) > 1e-12).sum())
+    return 1.0 if k == 0 else min(1.0, 2.0 / 2**k)
+
+
+def _centred_resample_sums(arr: np.ndarray, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, arr.size, size=(reps, arr.size))
+    x = (arr - arr.mean())[idx]
+    return x.sum(axis=1), (x * x).sum(axis=1)
+
+
+def _power_from_sums(s0: np.ndarray, q0: np.ndarray, n: int, delta: float, alpha: float) -> float:
+    # Shifting every difference by delta: sum -> s0 + n delta, sum of squares -> q0 + 2 delta s0 + n delta^2.
+    # Conditional on |d| the sign-flip statistic sum(d) has variance sum(d^2); the permutation
+    # distribution is close to normal for n >= ~20 (Lindeberg), so the test rejects when
+    # |sum d| / sqrt(sum d^2) >= z_{1 - alpha/2}.
+    s = s0 + n * delta
+    q = q0 + 2 * delta * s0 + n * delta * delta
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.where(q > 0, np.abs(s) / np.sqrt(np.maximum(q, 1e-300)) >= z, False).mean())
+
+
+def power_sign_flip(d: Sequence[float], delta: float, alpha: float, *, reps: int = 2000, seed: int = 0) -> float:
+    """Power of the two-sided sign-flip test at level ``alpha`` when the true mean difference is ``delta``.
+
+    Simulation: prompts are resampled from the observed differences, centred
+    (so the null holds) and shifted by ``delta``; each replicate gets the
+    sign-flip test's decision (its conditional normal reject region, accurate
+    for n >= ~20). When the smallest attainable p (``2 / 2**non-zero``)
+    exceeds alpha the power is 0. Common random numbers across ``delta``
+    (same seed), so power is monotone in |delta|.
+    """
+    arr = _as_1d("d", d, min_n=2)
+    if min_attainable_p_sign_flip(arr) > alpha:
+        return 0.0
+    s0, q0 = _centred_resample_sums(arr, reps, seed)
+    return _power_from_sums(s0, q0, arr.size, delta, alpha)
+
+
+def mde_sign_flip(d: Sequence[float], alpha: float, power: float = 0.8, *, reps: int = 4000) -> float | None:
+    """Smallest |mean difference| the sign-flip test detects with ``power`` on data like ``d`` (None: nothing is).
+
+    None when the smallest attainable p (``2 / 2**non-zero``) exceeds ``alpha``:
+    with so few non-zero differences nothing was detectable at this level.
+    Bisection on :func:`power_sign_flip` (one set of resamples for every delta).
+    """
+    arr = _as_1d("d", d, min_n=2)
+    if min_attainable_p_sign_flip(arr) > alpha:
+        return None
+    s0, q0 = _centred_resample_sums(arr, reps, 0)
+    n = arr.size
+    sd = float(arr.std(ddof=1)) or 1e-6
+    hi = 20 * sd / math.sqrt(n) + 1e-6
+    if _power_from_sums(s0, q0, n, hi, alpha) < power:
+        return None
+    lo = 0.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _power_from_sums(s0, q0, n, mid, alpha) < power else (lo, mid)
+    return float(hi)
+
+
+def power_rank_exact(n: int, rho: float, critical_abs_rho: float, *, reps: int = 20_000, seed: int = 0) -> float:
+    """Power of the exact permutation Spearman test: P(|rho_s| >= critical) under a bivariate normal with Spearman ``rho``.
+
+    ``critical_abs_rho`` is the exact critical value from the enumeration
+    (:func:`rank_correlation` with ``critical_alpha``); Pearson r = 2 sin(pi rho / 6)
+    gives the normal copula with that Spearman rho.
+    """
+    r = 2 * math.sin(math.pi * rho / 6)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((reps, n))
+    y = r * x + math.sqrt(max(1 - r * r, 0.0)) * rng.standard_normal((reps, n))
+    rx = np.argsort(np.argsort(x, axis=1), axis=1).astype(float)
+    ry = np.argsort(np.argsort(y, axis=1), axis=1).astype(float)
+    rs = 1 - 6 * ((rx - ry) ** 2).sum(axis=1) / (n * (n * n - 1))
+    return float((np.abs(rs) >= critical_abs_rho - 1e-12).mean())
+
+
+def mde_rank_exact(n: int, critical_abs_rho: float | None, power: float = 0.8) -> float | None:
+    """Smallest |Spearman rho| with ``power`` under the exact test (None if no rho < 1 reaches it)."""
+    if critical_abs_rho is None:
+        return None
+    return _cached_mde_rank(int(n), round(float(critical_abs_rho), 12), float(power))
+
+
+@lru_cache(maxsize=64)
+def _cached_mde_rank(n: int, crit: float, power: float) -> float | None:
+    if power_rank_exact(n, 0.9999, crit) < power:
+        return None
+    lo, hi = 0.0, 0.9999
+    for _ in range(16):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if power_rank_exact(n, mid, crit) < power else (lo, mid)
+    return float(hi)
+
+
+def required_prompts(
+    effect: float,
+    alpha: float,
+    *,
+    sd_prompt: float,
+    sd_seed: float = 0.0,
+    seeds: int = 1,
+    power: float = 0.8,
+) -> int | None:
+    """Prompts a paired comparison needs to detect ``effect`` with ``power`` at two-sided ``alpha``.
+
+    Normal approximation to the crossed model of :func:`crossed_paired_test`:
+    ``V = 2 sd_seed^2 / seeds + sd_prompt^2 / P`` (seed variance per arm,
+    prompt variance of the paired differences). None when the seed term alone
+    is too large (more seeds, not more prompts, are needed).
+    """
+    if effect <= 0:
+        raise StatsInputError(f"effect={effect!r} must be > 0")
+    k = (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) ** 2
+    budget = effect * effect / k - 2 * sd_seed * sd_seed / seeds
+    if budget <= 0:
+        return None
+    return max(2, math.ceil(sd_prompt * sd_prompt / budget))
+
+
+def mde_paired_binary(n: int, discordance: float, margin: float, alpha: float, power: float = 0.8) -> float | None:
+    """Smallest true ``P(a) - P(b) + margin`` the exact non-inferiority test detects with ``power`` (None: nothing).
+
+    Exact enumeration of the test actually run (:func:`paired_binary_test`,
+    two-sided convention, so one-sided level alpha/2): its rejection region is
+    ``Z >= z*``, z* the smallest table statistic whose exact p reaches the
+    level (the sup-p is monotone in Z); power at a true difference delta is the
+    trinomial probability of that region with the observed discordance rate
+    split as p10 = (disc + delta)/2, p01 = (disc - delta)/2. None when no
+    table reaches the level (nothing detectable) or no delta within the
+    discordance reaches the power.
+    """
+    return _cached_mde_binary(int(n), round(float(discordance), 6), float(margin), float(alpha), float(power))
+
+
+@lru_cache(maxsize=64)
+def _cached_mde_binary(n: int, disc: float, margin: float, alpha: float, power: float) -> float | None:
+    from scipy.special import gammaln
+
+    delta0 = -margin
+    bs, cs = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    keep = bs + cs <= n
+    bs, cs = bs[keep].astype(float), cs[keep].astype(float)
+    z = _tango_z(bs, cs, n, delta0)
+    order = np.unique(z[np.isfinite(z)])
+    # Binary search for the smallest z whose one-sided sup-p <= alpha / 2.
+    level = alpha / 2
+
+    def p_at(zv: float) -> float:
+        i = int(np.argmin(np.abs(z - zv)))
+        return _exact_unconditional_p(int(bs[i]), int(cs[i]), n, delta0, "greater")
+
+    if p_at(order[-1]) > level:
+        return None
+    lo, hi = 0, order.size - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if p_at(order[mid]) <= level:
+            hi = mid
+        else:
+            lo = mid + 1
+    region = z >= order[lo] - 1e-12
+    lt = gammaln(n + 1) - gammaln(bs + 1) - gammaln(cs + 1) - gammaln(n - bs - cs + 1)
+    disc = max(disc, 2 * margin + 1e-6)
+
+    def pw(delta: float) -> float:
+        p10, p01 = (disc + delta) / 2, (disc - delta) / 2
+        pc = 1 - disc
+        if p10 < 0 or p01 < 0 or pc < 0:
+            return 0.0
+        with np.errstate(divide="ignore"):
+            logp = (lt + np.where(bs > 0, bs * np.log(max(p10, 1e-300)), 0.0)
+                    + np.where(cs > 0, cs * np.log(max(p01, 1e-300)), 0.0)
+                    + np.where(n - bs - cs > 0, (n - bs - cs) * np.log(max(pc, 1e-300)), 0.0))
+        return float(np.exp(logp)[region].sum())
+
+    top = min(disc, 1.0)
+    if pw(top) < power:
+        return None
+    a, b = delta0, top
+    for _ in range(40):
+        m = (a + b) / 2
+        a, b = (m, b) if pw(m) < power else (a, m)
+    return float(b - delta0)

@@ -24,7 +24,7 @@ from formablate.hypotheses import Component, Verdict, arm_views, decide, family_
 from formablate.hypotheses.evidence import StudyData, _flatten, evaluate_evidence, spec_of
 from formablate.hypotheses.registry import HypothesisDef, discover, family_order
 from formablate.results import Results, load_results
-from formablate.stats import holm
+from formablate.stats import format_level, holm
 
 __all__ = [
     "DEFAULT_TESTS",
@@ -140,7 +140,7 @@ def _num(x: float | None, spec: str = ".3g") -> str:
 def _ci(interval: tuple[float, float] | None, level: float | None) -> str:
     if interval is None:
         return ""
-    lvl = f"{level:.0%} " if level and abs(level - 0.95) < 1e-9 else (f"{level:.2%} " if level else "")
+    lvl = f"{format_level(level)} " if level else ""
     return f"{lvl}CI [{interval[0]:.3g}, {interval[1]:.3g}]"
 
 
@@ -166,6 +166,10 @@ def render_verdict(v: Verdict) -> str:
     if v.estimate is not None:
         lines.append(f"  smallest effect of interest: {_num(v.smallest_effect)}; MDE (80% power): {_num(v.mde)}")
     lines.append(f"  reason: {v.reason}")
+    if v.scope_note:
+        lines.append(f"  scope: {v.scope}: {v.scope_note}")
+    if v.p_mc_se:
+        lines.append(f"  Monte Carlo standard error of p: {v.p_mc_se:.2g}")
     if len(v.components) > 1:
         lines.append("  components:")
         lines += [f"    - {_component_line(c)}" for c in v.components]
@@ -203,6 +207,8 @@ def render_table(verdicts: Sequence[Verdict]) -> str:
         details.append(f"{v.id}: {v.reason}")
         if v.words:
             details.append(f"    {v.words}")
+        if v.estimate is not None and v.scope_note:
+            details.append(f"    scope {v.scope}: {v.scope_note}")
     return table + "\n\n" + "\n".join(details)
 
 

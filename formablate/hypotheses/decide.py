@@ -7,7 +7,7 @@ from formablate.hypotheses.records import Component, Evaluation, Verdict, Verdic
 from formablate.hypotheses.spec import HypothesisSpec
 from formablate.results import Results
 
-__all__ = ["family_p", "judge_caps", "decide"]
+__all__ = ["family_p", "judge_caps", "decide", "scope_of"]
 
 
 def family_p(ev: Evaluation) -> tuple[float | None, str, Component | None]:
@@ -26,11 +26,52 @@ def family_p(ev: Evaluation) -> tuple[float | None, str, Component | None]:
     opposite = [c for c in ev.components if c.direction < 0]
     if opposite:
         # Ties in p (common at the Monte Carlo floor) go to the largest effect against the claim.
-        b = min(opposite, key=lambda c: (c.p_value or 0.0, (c.estimate or 0.0) - c.null))
-        return min(1.0, len(ev.components) * (b.p_value or 0.0)), "opposite", b
+        b = min(opposite, key=lambda c: (_p_against(c), (c.estimate or 0.0) - c.null))
+        return min(1.0, len(ev.components) * _p_against(b)), "opposite", b
     # Ties in p go to the weakest effect: the verdict shows the comparison closest to failing.
     b = max(ev.components, key=lambda c: (c.p_value or 0.0, -((c.estimate or 0.0) - c.null)))
     return b.p_value, "claim", b
+
+
+def _p_against(c: Component) -> float:
+    # An equivalence component points "against" when its estimate is outside the bounds; the evidence
+    # against equivalence is then the difference test, not the TOST p.
+    return float(c.p_against if c.claim_type == "equivalence" and c.p_against is not None else c.p_value or 0.0)
+
+
+def _claim_holds(c: Component) -> bool:
+    """The component's interval is on the claimed side: excludes the null (difference) or lies within the bounds."""
+    if not c.interval:
+        return False
+    if c.claim_type == "equivalence":
+        bound = c.smallest_effect or 0.0
+        return c.null - bound < c.interval[0] and c.interval[1] < c.null + bound
+    return c.interval[0] > c.null and c.direction > 0
+
+
+def _against_holds(c: Component) -> bool:
+    """The component's interval is wholly on the other side (below the null; for equivalence: off the null)."""
+    if not c.interval:
+        return False
+    if c.claim_type == "equivalence":
+        return c.interval[0] > c.null or c.interval[1] < c.null
+    return c.interval[1] < c.null
+
+
+def scope_of(components: list[Component]) -> tuple[str, str]:
+    """The verdict's scope ('format' only if every component counted training seeds) and its note."""
+    if not components:
+        return "adapters", ""
+    seeds = min(c.seeds for c in components)
+    if all(c.scope == "format" for c in components):
+        return "format", (f"training seeds were a variance component ({seeds}+ seeds per arm): the verdict speaks "
+                          "for the formats, not only for these trained adapters")
+    return "adapters", (
+        f"conditional on the trained adapters ({seeds} seed(s) per arm): it cannot speak for the format, because "
+        "seed-to-seed variation of a trained adapter was not measured. A format-level verdict needs >= 2 seeds "
+        "per arm (3 recommended); `formablate power --results FILE --seed-sd SD` gives the seeds and prompts a "
+        "claim needs"
+    )
 
 
 def judge_caps(spec: HypothesisSpec, ev: Evaluation, results: Results, cfg: StatsConfig) -> list[str]:
@@ -88,9 +129,14 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
 
 
 def _not_significant(p: float, p_adj: float, alpha: float, b: Component, side: str) -> str:
-    mde = f"; effects smaller than {_fmt(b.mde)} (as estimate - null) had under 80% power" if b.mde else ""
+    if b.mde:
+        mde = f"; effects smaller than {_fmt(b.mde)} (as estimate - null) had under 80% power"
+    elif "nothing detectable" in b.note:
+        mde = "; nothing was detectable: " + b.note.split("nothing detectable: ", 1)[1].split(";")[0]
+    else:
+        mde = ""
     return (
-        f"not significant after Holm ({side}): p = {_fmt(p)}, adjusted p = {_fmt(p_adj)} >= alpha = {alpha}{mde}. "
+        f"not significant after Holm ({side}): p = {_fmt(p)}, adjusted p = {_fmt(p_adj)} > alpha = {alpha}{mde}. "
         "Not significant is not evidence against the claim."
     )
 
@@ -113,17 +159,20 @@ def decide(
     elif p_raw is None or p_adj is None or binding is None:
         reason = f"no p-value: {binding.name if binding else 'no component'} is undefined for these data"
     elif heading == "claim":
-        if p_adj >= alpha:
+        if p_adj > alpha:
             reason = _not_significant(p_raw, p_adj, alpha, binding, "estimate in the claimed direction")
         else:
-            open_ci = [c for c in ev.components if not (c.interval and c.interval[0] > c.null and c.direction > 0)]
+            open_ci = [c for c in ev.components if not _claim_holds(c)]
             small = [
                 c for c in ev.components
-                if c.smallest_effect is not None and c.estimate is not None and c.estimate - c.null < c.smallest_effect
+                if c.claim_type == "difference" and c.smallest_effect is not None and c.estimate is not None
+                and c.estimate - c.null < c.smallest_effect
             ]
             if open_ci:
-                reason = (f"adjusted p = {_fmt(p_adj)} < {alpha}, but the interval of {open_ci[0].name!r} "
-                          f"does not exclude {open_ci[0].null}")
+                c = open_ci[0]
+                what = (f"does not lie within +/- {c.smallest_effect} of {c.null}" if c.claim_type == "equivalence"
+                        else f"does not exclude {c.null}")
+                reason = f"adjusted p = {_fmt(p_adj)} <= {alpha}, but the interval of {c.name!r} {what}"
             elif small:
                 c = small[0]
                 reason = (f"significant (adjusted p = {_fmt(p_adj)}), but {c.name!r} estimates "
@@ -131,18 +180,24 @@ def decide(
                           f"interest {c.smallest_effect}")
             else:
                 verdict = "CONFIRMED"
-                reason = (f"every component in the claimed direction with its interval excluding the null; "
-                          f"adjusted p = {_fmt(p_adj)} < {alpha}")
+                reason = (f"every component in the claimed direction with its interval "
+                          f"{'within the equivalence bounds' if any(c.claim_type == 'equivalence' for c in ev.components) else 'excluding the null'}; "
+                          f"adjusted p = {_fmt(p_adj)} <= {alpha}")
     else:  # opposite
-        if p_adj >= alpha:
+        gap = None if binding.estimate is None else abs(binding.estimate - binding.null)
+        if p_adj > alpha:
             reason = _not_significant(p_raw, p_adj, alpha, binding, f"{binding.name!r} points against the claim")
-        elif binding.interval and binding.interval[1] < binding.null:
+        elif not _against_holds(binding):
+            reason = (f"adjusted p = {_fmt(p_adj)} <= {alpha} against the claim, but the interval of "
+                      f"{binding.name!r} does not exclude {binding.null}")
+        elif binding.smallest_effect is not None and gap is not None and gap < binding.smallest_effect:
+            # Symmetric smallest effect: a significant but negligible reverse effect is not a rejection.
+            reason = (f"significant against the claim (adjusted p = {_fmt(p_adj)}), but {binding.name!r} estimates "
+                      f"{_fmt(gap)} from the null, below the smallest effect of interest {binding.smallest_effect}")
+        else:
             verdict = "REJECTED"
             reason = (f"{binding.name!r} is significantly in the opposite direction: estimate "
-                      f"{_fmt(binding.estimate)} vs null {binding.null}, adjusted p = {_fmt(p_adj)} < {alpha}")
-        else:
-            reason = (f"adjusted p = {_fmt(p_adj)} < {alpha} against the claim, but the interval of "
-                      f"{binding.name!r} does not exclude {binding.null}")
+                      f"{_fmt(binding.estimate)} vs null {binding.null}, adjusted p = {_fmt(p_adj)} <= {alpha}")
     caps = judge_caps(spec, ev, results, cfg) if not ev.unavailable else []
     notes = list(ev.notes)
     if caps and verdict != "INCONCLUSIVE":
@@ -151,6 +206,7 @@ def decide(
     elif caps:
         notes.append("judge quality would cap a decisive verdict: " + "; ".join(caps))
     b = binding
+    scope, scope_note = scope_of(ev.components)
     return Verdict(
         id=spec.id,
         title=spec.title,
@@ -178,4 +234,7 @@ def decide(
         notes=notes,
         components=ev.components,
         secondary=ev.secondary,
+        p_mc_se=b.p_mc_se if b else None,
+        scope=scope,  # type: ignore[arg-type]
+        scope_note=scope_note,
     )

@@ -6,7 +6,7 @@ A hypothesis function receives a :class:`StudyData` and returns evidence:
   or non-inferiority with a margin), optionally within categories;
 * :func:`rank_correlation` - Spearman rho across arms of two per-arm quantities;
 * :func:`win_share` / :func:`best_of` - pairwise win share against the base; ``best_of`` picks the best
-  of K arms and pays for the selection (p x K, interval at 1 - 0.05/K);
+  of K arms by its own corrected p and pays for the selection (p x K, interval at 1 - alpha/K);
 * :func:`all_of` - every item must hold (intersection-union); a returned list means the same.
 
 Evidence is a description until it is evaluated: calling the function on the config's arms tells the
@@ -29,12 +29,19 @@ from typing import Any, Literal
 
 from formablate.config import StatsConfig
 from formablate.errors import ConfigError
-from formablate.hypotheses.components import lc_component, mde_alpha, paired_component, win_share_component
+from formablate.hypotheses.components import (
+    best_of_k_component,
+    binary_noninferiority,
+    lc_component,
+    mde_alpha,
+    paired_component,
+    win_share_component,
+)
 from formablate.hypotheses.records import Component, Evaluation
 from formablate.hypotheses.select import ArmKey, select_arms, unique
 from formablate.hypotheses.spec import HypothesisSpec
 from formablate.hypotheses.views import ArmView
-from formablate.stats import mde_correlation
+from formablate.stats import mde_rank_exact
 from formablate.stats import rank_correlation as _spearman
 
 __all__ = [
@@ -71,6 +78,10 @@ PER_PROMPT_METRICS: dict[str, tuple[str, str]] = {
     "tokens": ("tokens", "reply length per prompt (tokens)"),
     "pairwise": ("pairwise", "pairwise outcome against the base per prompt (win 1, tie 1/2, loss 0)"),
 }
+#: 0/1 per-prompt metrics: their non-inferiority test is the exact paired-binary score test
+#: (:func:`formablate.hypotheses.components.binary_noninferiority`), not the shifted sign-flip, which is
+#: invalid for 0/1 data (concordant pairs would become freely signable +margin differences).
+BINARY_METRICS = frozenset({"json_valid"})
 #: ``x=`` / ``y=`` values of :func:`rank_correlation` (means over seeds) besides any aggregate metric name.
 PER_ARM_QUANTITIES: dict[str, str] = {
     "final_loss": "final training loss",
@@ -297,7 +308,7 @@ class Paired(Evidence):
     on: str
     categories: tuple[str, ...] | None
     margin: float | Literal["smallest_effect"]
-    direction: Literal["superiority", "non-inferiority"]
+    direction: Literal["superiority", "non-inferiority", "equivalence"]
     better: Literal["higher", "lower"]
     smallest_effect: float | None | Literal["default"]
     secondary: Sequence[Evidence] = ()
@@ -306,8 +317,12 @@ class Paired(Evidence):
         if self.on not in PER_PROMPT_METRICS and not self.on.startswith("judge."):
             raise ConfigError(f"paired(on={self.on!r}): expected one of {sorted(PER_PROMPT_METRICS)} or "
                               "'judge.<dimension>' (per-prompt metrics recorded in results files)")
-        if self.direction not in ("superiority", "non-inferiority"):
-            raise ConfigError(f"paired(direction={self.direction!r}): expected 'superiority' or 'non-inferiority'")
+        if self.direction not in ("superiority", "non-inferiority", "equivalence"):
+            raise ConfigError(f"paired(direction={self.direction!r}): expected 'superiority', 'non-inferiority' "
+                              "or 'equivalence'")
+        if self.direction == "equivalence" and self.on in BINARY_METRICS:
+            raise ConfigError(f"paired(on={self.on!r}, direction='equivalence'): no equivalence test for 0/1 "
+                              "outcomes is implemented; use direction='non-inferiority' with a margin")
         if self.better not in ("higher", "lower"):
             raise ConfigError(f"paired(better={self.better!r}): expected 'higher' or 'lower'")
         if self.margin != "smallest_effect" and not (isinstance(self.margin, (int, float)) and self.margin >= 0):
@@ -318,8 +333,10 @@ class Paired(Evidence):
         return (self.a, self.b) if self.better == "higher" else (self.b, self.a)
 
     def null(self, cfg: StatsConfig) -> float:
-        """The null the estimate is tested against: +margin (superiority) or -margin (non-inferiority)."""
+        """The null the estimate is tested against: +margin (superiority), -margin (non-inferiority), 0 (equivalence)."""
         margin = cfg.smallest_effect if self.margin == "smallest_effect" else float(self.margin)
+        if self.direction == "equivalence":
+            return 0.0
         return -margin if self.direction == "non-inferiority" else margin
 
     def refs(self) -> list[ArmRef]:
@@ -339,9 +356,17 @@ class Paired(Evidence):
         return f"{label}{where}; difference {x} - {y}"
 
     def test_text(self) -> str:
+        margin = "stats.smallest_effect" if self.margin == "smallest_effect" else self.margin
+        if self.direction == "non-inferiority" and self.on in BINARY_METRICS:
+            return (f"paired 0/1 outcomes: exact unconditional score test (Chan et al. 2003, ordered by Tango's 1998 "
+                    f"score statistic) of H0 difference <= -{margin}, reported two-sided (2 x one-sided p), with "
+                    "Tango's 95% score interval; concordant pairs carry no information, so no discordance never "
+                    "shows non-inferiority; with several seeds each seed pair is tested and the least favourable "
+                    "binds")
         if self.direction == "non-inferiority":
-            margin = "stats.smallest_effect" if self.margin == "smallest_effect" else self.margin
             return PAIRED_TEST + f"; tests against the margin -{margin} (two-sided, shifted sign-flip)"
+        if self.direction == "equivalence":
+            return PAIRED_TEST + "; equivalence by TOST against +/- the smallest effect (interval at 1 - 2 alpha)"
         return PAIRED_TEST
 
     def components(self, ctx: Context) -> list[Component | str]:
@@ -353,17 +378,24 @@ class Paired(Evidence):
         where = f" [{', '.join(self.categories)}]" if self.categories else ""
         prefix = _NAME_PREFIX.get(self.on, self.on.replace("judge.", "judge ") + ": ")
         name = f"{prefix}{vx.name} - {vy.name}{where}"
-        if self.direction == "non-inferiority":
-            name += " (non-inferiority)"
+        if self.direction != "superiority":
+            name += f" ({self.direction})"
+        metric = PER_PROMPT_METRICS.get(self.on, (None, f"{self.on} per prompt"))[1]
+        if self.direction == "non-inferiority" and self.on in BINARY_METRICS:
+            margin = ctx.cfg.smallest_effect if self.margin == "smallest_effect" else float(self.margin)
+            return [binary_noninferiority(vx, vy, attr, margin=margin, name=name, metric=metric, cfg=ctx.cfg,
+                                          categories=self.categories, family_size=ctx.family_size)]
         se = self.smallest_effect
         if se == "default":
-            se = ctx.cfg.smallest_effect if self.on.startswith("judge.") and self.direction == "superiority" else None
+            se = (ctx.cfg.smallest_effect if self.on.startswith("judge.") and self.direction in ("superiority", "equivalence")
+                  else None)
         comp = paired_component(
             vx, vy, attr, name=name, metric=PER_PROMPT_METRICS.get(self.on, (None, f"{self.on} per prompt"))[1],
             cfg=ctx.cfg,
             seed=comparison_seed(ctx.cfg, "paired", vx.name, vy.name, self.on, self.categories, self.null(ctx.cfg),
                                  self.direction),
             categories=self.categories, null=self.null(ctx.cfg), smallest_effect=se, family_size=ctx.family_size,
+            direction="equivalence" if self.direction == "equivalence" else "two-sided",
         )
         if isinstance(comp, Component) and attr == "overall" and self.on != "judge.overall":
             comp = comp.model_copy(update={"estimate_name": f"mean({vx.name} - {vy.name}) of {self.on}"})
@@ -452,14 +484,21 @@ class RankCorrelation(Evidence):
         note = f"{len(usable)} arms: " + ", ".join(v.name for v in usable)
         if crit is not None:
             note += f"; with n={len(usable)}, |rho| >= {crit:.3f} is needed for exact p <= alpha/{ctx.family_size}"
+        elif res.details.get("exact"):
+            note += f"; nothing detectable: no ordering of {len(usable)} arms reaches exact p <= {alpha:.3g}"
+        mde = mde_rank_exact(res.n, crit) if res.details.get("exact") and crit is not None else None
+        b = res.details.get("reference_set") or 1
+        seeds = min(v.n_seeds for v in usable)
         est = res.estimate * sign
         interval = None if res.interval is None else tuple(sorted((res.interval[0] * sign, res.interval[1] * sign)))
         return [Component(
             name=self.name, metric=f"Spearman rho({xa}, {ya}) across arms",
             estimate_name=f"rho({xa}, {ya})" if sign > 0 else f"-rho({xa}, {ya})",
             estimate=est, null=0.0, interval=interval, level=res.level, p_value=res.p_value, test=res.test,
-            statistic=res.statistic, n=res.n, smallest_effect=self.smallest_effect, mde=mde_correlation(res.n, alpha),
+            statistic=res.statistic, n=res.n, smallest_effect=self.smallest_effect, mde=mde,
             evidence=[res], note=note,
+            p_mc_se=0.0 if res.details.get("exact") else float((res.p_value * (1 - res.p_value) / b) ** 0.5),
+            scope="format" if seeds >= 2 else "adapters", seeds=seeds,
         )]
 
     def words(self, ctx: Context, comps: list[Component]) -> str:
@@ -503,7 +542,7 @@ class WinShare(Evidence):
 
     def metric_text(self) -> str:
         return (f"blind pairwise outcome of {self.arm} against the base per prompt (both orders, disagreement = "
-                "tie); win share among decisive prompts")
+                "tie); win rate with ties as half a win, (wins + ties/2) / judged")
 
     def test_text(self) -> str:
         return "exact sign test (ties excluded) with Clopper-Pearson interval"
@@ -521,7 +560,7 @@ class WinShare(Evidence):
 
 @dataclass
 class BestOf(Evidence):
-    """The arm with the highest win share against the base, selection paid for (see :func:`best_of`)."""
+    """The best of K arms against the base by its own sign-test p, selection paid for (see :func:`best_of`)."""
 
     arms: Sequence[ArmRef]
     smallest_effect: float | None
@@ -539,13 +578,14 @@ class BestOf(Evidence):
         return {"pairwise", "judge"}
 
     def metric_text(self) -> str:
-        return ("blind pairwise outcome against the base per prompt (both orders, disagreement = tie); win share "
-                f"among decisive prompts; 'best' = the {self.label} arm with the highest win share")
+        return ("blind pairwise outcome against the base per prompt (both orders, disagreement = tie); win rate "
+                f"with ties as half a win; 'best' = the {self.label} arm with the smallest sign-test p (among arms "
+                "with more wins than losses)")
 
     def test_text(self) -> str:
-        return ("exact sign test (ties excluded) with Clopper-Pearson interval; the p-value is multiplied by K (the "
+        return ("exact sign test (ties excluded) with Tango's score interval on the ties-half scale; the p-value is multiplied by K (the "
                 f"number of {self.label} arms the best was picked from) and the interval widened to level "
-                "1 - 0.05/K, so picking the best is paid for; length-controlled win rate and judge-overall "
+                "1 - alpha/K, so picking the best is paid for; length-controlled win rate and judge-overall "
                 "difference reported")
 
     def _raw(self, ctx: Context) -> dict[str, Component | str]:
@@ -559,14 +599,12 @@ class BestOf(Evidence):
             return [f"no {self.label} arm to pick the best from"]
         if reasons:
             return list(reasons)
-        raw = self._raw(ctx)
-        scored = [(c.estimate, v) for v in cands if isinstance(c := raw[v.name], Component) and c.estimate is not None]
-        if not scored:
-            return [f"no {self.label} arm has a decisive pairwise judgment"]
-        best = max(scored, key=lambda t: t[0])[1]
+        primary, best = best_of_k_component(cands, cfg=ctx.cfg, smallest_effect=self.smallest_effect,
+                                            family_size=ctx.family_size)
+        if best is None:
+            return [f"no {self.label} arm has a pairwise judgment against the base"]
         self._best[id(ctx)] = best
-        return [win_share_component(best, cfg=ctx.cfg, selection_k=len(cands), smallest_effect=self.smallest_effect,
-                                    family_size=ctx.family_size)]
+        return [primary]
 
     def secondary_components(self, ctx: Context) -> tuple[list[Component], list[str]]:
         best = self._best.get(id(ctx))
@@ -578,7 +616,8 @@ class BestOf(Evidence):
             out.append(lc)
         judge_diff = Paired(ArmRef(best.name), self.base, "judge.overall", None, 0.0, "superiority", "higher", None)
         out += [c for c in judge_diff.components(ctx) if isinstance(c, Component)]
-        note = f"best {self.label} arm by pairwise win share: {best.name} (picked from {len(self.arms)})"
+        note = (f"best {self.label} arm by its own sign-test p: {best.name} (picked from {len(self.arms)}, "
+                f"p x {len(self.arms)})")
         return out, [note]
 
     def words(self, ctx: Context, comps: list[Component]) -> str:
@@ -587,8 +626,8 @@ class BestOf(Evidence):
         if best is None or c is None or c.estimate is None:
             return ""
         side = "more than half" if c.estimate > 0.5 else "less than half" if c.estimate < 0.5 else "exactly half"
-        return (f"The best {self.label} arm ({best.name}) won {c.estimate:.1%} of its decisive pairwise "
-                f"judgments against the base ({side}).")
+        return (f"The best {self.label} arm ({best.name}) has a win rate of {c.estimate:.1%} against the base, "
+                f"ties counted as half ({side}).")
 
     def judge_models(self, ctx: Context) -> list[str]:
         return _models(ctx, [*self.arms, self.base])
@@ -654,7 +693,7 @@ def win_share(arm: ArmRef, *, smallest_effect: float | None = None) -> WinShare:
 def best_of(arms: Sequence[ArmRef], *, smallest_effect: float | None = None, label: str = "candidate") -> BestOf:
     """Claim: the best of ``arms`` by win share against the base beats the base; best-of-K is paid for.
 
-    The p-value is multiplied by K = len(arms) and the interval widened to 1 - 0.05/K (Bonferroni);
+    The p-value is multiplied by K = len(arms) and the interval widened to 1 - alpha/K (Bonferroni);
     every candidate's raw win share, the best's length-controlled win rate and its judge-overall
     difference against the base are reported as secondary analyses.
     """

@@ -11,6 +11,8 @@ from formablate.stats import StatResult
 __all__ = ["VerdictName", "Component", "Evaluation", "Verdict"]
 
 VerdictName = Literal["CONFIRMED", "REJECTED", "INCONCLUSIVE"]
+ClaimType = Literal["difference", "equivalence"]
+Scope = Literal["adapters", "format"]
 
 
 class _Rec(BaseModel):
@@ -35,11 +37,26 @@ class Component(_Rec):
     mde: float | None = Field(None, description="Minimum detectable effect (80% power, alpha/7), as estimate - null.")
     evidence: list[StatResult] = Field(default_factory=list, description="Every statistic computed for it.")
     note: str = Field("", description="Anything a reader needs (dropped prompts, selection, caveats).")
+    p_mc_se: float | None = Field(None, description="Monte Carlo standard error of `p_value` (0 when exact).")
+    claim_type: ClaimType = Field(
+        "difference", description="'difference': claim is estimate > null; 'equivalence': |estimate - null| < "
+        "smallest_effect (TOST p in `p_value`, difference-test p in `p_against`)."
+    )
+    p_against: float | None = Field(None, description="For equivalence: two-sided p of H0 no difference.")
+    scope: Scope = Field(
+        "adapters", description="'format' when training seeds entered the variance (>= 2 seeds per arm), else "
+        "'adapters': the result is conditional on these trained adapters."
+    )
+    seeds: int = Field(1, description="Fewest training seeds per arm behind the component.")
 
     @property
     def direction(self) -> int:
         """+1 if the estimate is on the claimed side of the null, -1 if opposite, 0 if equal or undefined."""
-        if self.estimate is None or self.estimate == self.null:
+        if self.estimate is None:
+            return 0
+        if self.claim_type == "equivalence":
+            return 1 if abs(self.estimate - self.null) < (self.smallest_effect or 0.0) else -1
+        if self.estimate == self.null:
             return 0
         return 1 if self.estimate > self.null else -1
 
@@ -87,6 +104,12 @@ class Verdict(_Rec):
     notes: list[str] = Field(default_factory=list, description="Caveats.")
     components: list[Component] = Field(default_factory=list, description="Every decision component.")
     secondary: list[Component] = Field(default_factory=list, description="Secondary analyses.")
+    p_mc_se: float | None = Field(None, description="Monte Carlo standard error of the binding p (0 = exact).")
+    scope: Scope = Field(
+        "adapters", description="'format': training seeds were a variance component, so the verdict speaks for "
+        "the format; 'adapters': conditional on the trained adapters (one seed), it cannot speak for the format."
+    )
+    scope_note: str = Field("", description="What `scope` means here, with the seeds a format-level verdict needs.")
 
     def summary(self) -> dict[str, object]:
         """The compact JSON view: verdict, statistic, estimate, p-values, interval (where they apply)."""
@@ -107,4 +130,7 @@ class Verdict(_Rec):
             "smallest_effect": self.smallest_effect,
             "capped_by": self.capped_by,
             "words": self.words,
+            "p_mc_se": self.p_mc_se,
+            "scope": self.scope,
+            "scope_note": self.scope_note,
         }

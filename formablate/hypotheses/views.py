@@ -1,11 +1,16 @@
-"""Per-arm views of a results file: training seeds averaged, per prompt, before any pairing.
+"""Per-arm views of a results file: training seeds averaged per prompt, and kept per seed.
 
-Seeds of one arm are not independent units of the eval: the unit is the
-prompt. So every per-prompt value is averaged over the arm's seeds first
+For the point estimates every per-prompt value is averaged over the arm's seeds first
 (judge overall over the seeds that scored the prompt, pairwise outcomes as
 win = 1, tie = 1/2, loss = 0, JSON validity as the share of seeds valid, KL
 and tokens as means), and aggregates (loss, judge overall) are averaged the
 same way. A prompt unscored by every seed is unscored for the arm.
+
+The per-seed rows are kept too (``per_seed``, in file order, ``seed_ids``):
+with >= 2 seeds per arm the comparisons treat training seeds as a variance
+component (seeds resampled within arm, prompts within category; see
+:func:`formablate.stats.crossed_paired_test`), so a verdict can speak for the
+format. With one seed it speaks only for the trained adapters.
 """
 
 from __future__ import annotations
@@ -46,6 +51,19 @@ class ArmView:
     heldout_loss: float | None
     judge_overall: float | None
     rows: dict[str, PromptView] | None = field(default=None)
+    per_seed: tuple[dict[str, PromptView], ...] | None = field(default=None)
+    seed_ids: tuple[int | None, ...] = field(default=())
+
+    @property
+    def n_seeds(self) -> int:
+        """Number of training seeds (results entries) behind this view."""
+        return len(self.models)
+
+    def seed_matrix(self, attr: str, prompt_ids: list[str]) -> list[list[float | None]] | None:
+        """Per-seed values of ``attr`` for ``prompt_ids`` (rows = seeds); None without per-prompt rows."""
+        if self.per_seed is None:
+            return None
+        return [[getattr(rows[p], attr) if p in rows else None for p in prompt_ids] for rows in self.per_seed]
 
     @property
     def model_names(self) -> list[str]:
@@ -71,7 +89,22 @@ def _mean(values: list[float | None]) -> float | None:
 def _view(name: str, models: list[ModelResult]) -> ArmView:
     first = models[0]
     rows: dict[str, PromptView] | None = None
+    per_seed: tuple[dict[str, PromptView], ...] | None = None
     if all(m.per_prompt is not None for m in models):
+        per_seed = tuple(
+            {
+                r.prompt_id: PromptView(
+                    category=r.category,
+                    overall=r.overall,
+                    pairwise=OUTCOME_VALUE[r.pairwise_vs_base] if r.pairwise_vs_base else None,
+                    tokens=float(r.tokens) if r.tokens is not None else None,
+                    json_valid=float(r.json_valid) if r.json_valid is not None else None,
+                    kl=r.kl,
+                )
+                for r in m.per_prompt or []
+            }
+            for m in models
+        )
         grouped: dict[str, list] = {}
         for m in models:
             for r in m.per_prompt or []:
@@ -98,6 +131,8 @@ def _view(name: str, models: list[ModelResult]) -> ArmView:
         heldout_loss=_mean([m.heldout_loss for m in models]),
         judge_overall=_mean([m.metrics.judge_overall for m in models]),
         rows=rows,
+        per_seed=per_seed,
+        seed_ids=tuple(m.seed for m in models),
     )
 
 

@@ -229,8 +229,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             "" if v.p_adjusted is None else f"{v.p_adjusted:.3g}",
             "" if v.n is None else v.n, v.title,
         ])
-        reasons.append(f"{v.id}: {v.reason}")
-    table = tabulate(rows, headers=["H", "verdict", "test", "estimate", "95% CI", "p", "p Holm", "n", "hypothesis"],
+        reasons.append(f"{v.id}: {v.reason}" + (f" [scope {v.scope}: {v.scope_note}]" if v.scope_note else "")
+                       + (f" [interval level {v.level:.2%}]" if v.level and abs(v.level - 0.95) > 1e-9 else ""))
+    table = tabulate(rows, headers=["H", "verdict", "test", "estimate", "CI (95% unless noted)", "p", "p Holm", "n", "hypothesis"],
                      disable_numparse=True)
     for line in table.splitlines() + [""] + reasons:
         tr.write_line(line)
