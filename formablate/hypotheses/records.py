@@ -34,7 +34,7 @@ class Component(_Rec):
     statistic: float | None = Field(None, description="That test's statistic.")
     n: int = Field(description="Units the component rests on (prompts or arms).")
     smallest_effect: float | None = Field(None, description="Smallest effect of interest, as estimate - null.")
-    mde: float | None = Field(None, description="Minimum detectable effect (80% power, alpha/7), as estimate - null.")
+    mde: float | None = Field(None, description="Minimum detectable effect (80% power, alpha/K), as estimate - null.")
     evidence: list[StatResult] = Field(default_factory=list, description="Every statistic computed for it.")
     note: str = Field("", description="Anything a reader needs (dropped prompts, selection, caveats).")
     p_mc_se: float | None = Field(None, description="Monte Carlo standard error of `p_value` (0 when exact).")
@@ -78,7 +78,7 @@ class Evaluation(_Rec):
 class Verdict(_Rec):
     """A hypothesis's verdict with everything needed to sign it: effect, interval, adjusted p, n, MDE, evidence."""
 
-    id: str = Field(description="Hypothesis id, 'H1' ... 'H7'.")
+    id: str = Field(description="Hypothesis id, e.g. 'H8'.")
     title: str = Field(description="Short name of the hypothesis.")
     claim: str = Field(description="The pre-registered claim.")
     verdict: VerdictName = Field(description="CONFIRMED, REJECTED or INCONCLUSIVE.")
@@ -92,7 +92,7 @@ class Verdict(_Rec):
     interval: tuple[float, float] | None = Field(None, description="Interval of the binding component.")
     level: float | None = Field(None, description="Coverage of `interval`.")
     p_value: float | None = Field(None, description="Raw p-value of the hypothesis (IUT or Bonferroni, see rule).")
-    p_adjusted: float | None = Field(None, description="Holm-adjusted p-value across H1-H7 (unavailable = 1).")
+    p_adjusted: float | None = Field(None, description="Holm-adjusted p-value across the family (unevaluated members = 1).")
     alpha: float = Field(description="Family-wise alpha.")
     n: int | None = Field(None, description="Units the binding component rests on.")
     smallest_effect: float | None = Field(None, description="Smallest effect of interest (estimate - null).")

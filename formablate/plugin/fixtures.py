@@ -91,7 +91,8 @@ def _record(node: pytest.Item, verdict: Verdict) -> Verdict:
     if verdict.verdict == "REJECTED":
         raise AssertionError(f"{verdict.id} REJECTED\n{render_verdict(verdict)}")
     if verdict.verdict == "INCONCLUSIVE":
-        pytest.skip(f"{verdict.id} INCONCLUSIVE: {verdict.reason}")
+        # reported at the test's own location (as a skip marker is), not inside the plugin
+        raise pytest.skip.Exception(f"{verdict.id} INCONCLUSIVE: {verdict.reason}", _use_item_location=True)
     return verdict
 
 

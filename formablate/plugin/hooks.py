@@ -32,9 +32,10 @@ from typing import Any
 import pytest
 
 from formablate.config import DEFAULT_EXPERIMENT
-from formablate.hypotheses.registry import MARKER, _sort_key as _family_key, hypothesis_of
+from formablate.hypotheses.registry import MARKER, hypothesis_of
 from formablate.plugin.state import (
     EXPERIMENT_ATTRIBUTE,
+    FAMILY_PROPERTY,
     HYPOTHESIS_PROPERTY,
     SESSION_KEY,
     VERDICT_PROPERTY,
@@ -149,6 +150,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         hsession.family[hid] = hdef
         if (exp := _declared_experiment(config, item.path)) is not None:
             declared.add(exp)
+    hsession.family_info = {h.id: {"id": h.id, "title": h.title, "claim": h.claim, "decision": h.decision}
+                            for h in hsession.family.values()}
+    family_json = json.dumps(list(hsession.family_info.values()))
+    for item in items:
+        if any(p[0] == HYPOTHESIS_PROPERTY for p in item.user_properties):
+            item.user_properties.append((FAMILY_PROPERTY, family_json))
     if len(declared) > 1:
         raise pytest.UsageError(f"the collected hypotheses belong to different studies {sorted(map(str, declared))}; "
                                 "run one study at a time (or pass --experiment CONFIG)")
@@ -235,8 +242,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                      disable_numparse=True)
     for line in table.splitlines() + [""] + reasons:
         tr.write_line(line)
-    family = sorted(hsession.family.values(), key=lambda d: _family_key(d.id))
-    tr.write_line(f"Holm family ({len(family)}, collected before -k): " + ", ".join(d.id for d in family))
+    family = hsession.family_ids()
+    tr.write_line(f"Holm family ({len(family)}, collected before -k): " + ", ".join(family))
     for err in hsession.collect_errors:
         tr.write_line(f"not in the family (collection error): {err}", red=True)
     if hsession.report_paths is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "VERDICT_PROPERTY",
     "HYPOTHESIS_PROPERTY",
     "RESULTS_PART_PROPERTY",
+    "FAMILY_PROPERTY",
     "MARKER_KWARGS",
     "EXPERIMENT_ATTRIBUTE",
     "HarnessSession",
@@ -37,6 +38,7 @@ __all__ = [
 VERDICT_PROPERTY = "harness_verdict"
 HYPOTHESIS_PROPERTY = "harness_hypothesis"
 RESULTS_PART_PROPERTY = "harness_results_part"
+FAMILY_PROPERTY = "harness_family"
 MARKER_KWARGS = frozenset({"id", "claim"})
 #: A conftest.py may set this (a path relative to the conftest) to give the tests below it their config.
 EXPERIMENT_ATTRIBUTE = "FORMABLATE_EXPERIMENT"
@@ -104,6 +106,9 @@ class HarnessSession:
     config: pytest.Config
     records: dict[str, HypothesisRecord] = field(default_factory=dict)
     family: dict[str, HypothesisDef] = field(default_factory=dict)  # collected, before -k deselects
+    # id -> {id, title, claim, decision}: the family as the report needs it; on an xdist controller (which
+    # collects nothing) it arrives with the workers' reports
+    family_info: dict[str, dict[str, str]] = field(default_factory=dict)
     duplicates: dict[str, str] = field(default_factory=dict)  # nodeid -> why this test cannot run
     collect_errors: list[str] = field(default_factory=list)
     declared_experiment: Path | None = None
@@ -201,6 +206,8 @@ class HarnessSession:
             return
         if RESULTS_PART_PROPERTY in props:
             self.results_parts.add(str(props[RESULTS_PART_PROPERTY]))
+        if FAMILY_PROPERTY in props and not self.family_info:
+            self.family_info = {m["id"]: m for m in json.loads(props[FAMILY_PROPERTY])}
         meta = json.loads(props[HYPOTHESIS_PROPERTY])
         rec = self.records.setdefault(report.nodeid, HypothesisRecord(meta["id"], meta["claim"], report.nodeid))
         if VERDICT_PROPERTY in props and rec.verdict is None:
@@ -212,6 +219,10 @@ class HarnessSession:
             rec.message = "" if report.passed else _failure_message(report)
         elif report.when == "teardown" and report.failed:
             rec.outcome, rec.message = "error", _failure_message(report)
+
+    def family_ids(self) -> list[str]:
+        """The Holm family's ids in family order (collected here, or reported by the xdist workers)."""
+        return sorted(self.family_info, key=_sort_key)
 
     def verdict_records(self) -> list[HypothesisRecord]:
         """Records in family order (then node id)."""
@@ -255,8 +266,7 @@ class HarnessSession:
             source=str(self.replay_path or self.experiment_path()),
             command="pytest " + " ".join(self.config.invocation_params.args),
             selected=[r.id for r in self.verdict_records()],
-            family=[FamilyMember(id=h.id, title=h.title, claim=h.claim, decision=h.decision)
-                    for h in sorted(self.family.values(), key=lambda d: _sort_key(d.id))],
+            family=[FamilyMember(**self.family_info[h]) for h in self.family_ids()],
             outcomes=outcomes,
             started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             exit_status=int(exitstatus),
@@ -267,8 +277,8 @@ class HarnessSession:
             verdicts += [v for h, v in self.provider.computed_verdicts().items() if h not in recorded]
         out_dir = self.report_dir(results)
         cfg = self.experiment_config()
-        family = sorted(self.family, key=_sort_key)
-        record = {"family": family, "verdicts": {v.id: v.summary() for v in verdicts if v.id in self.family}}
+        family = self.family_ids()
+        record = {"family": family, "verdicts": {v.id: v.summary() for v in verdicts if v.id in family}}
         results = results.model_copy(update={"hypotheses": record})
         self.report_paths = write_report(
             results,
