@@ -8,7 +8,7 @@ per-prompt differences); ``sd_seed`` too when the arms have >= 2 seeds, else
 it must come from a pilot (``--seed-sd``; without it the table says the
 seed variance is unknown). For each seed count S the command prints the
 prompts P needed to detect the smallest effect with the requested power at
-the strictest Holm level (alpha/7), using t quantiles with the
+the strictest Holm level (alpha/K for a family of K), using t quantiles with the
 Welch-Satterthwaite degrees of freedom of the seed term (2 (S - 1)), so
 few seeds cost power. One seed is listed as "adapters only": it cannot
 estimate seed variance, so no number of prompts makes a format-level claim.
@@ -117,7 +117,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="pilot SD of an arm's mean judge score across training seeds (used when the file has 1 seed)")
     p.add_argument("--effect", type=float, default=None, help="effect to detect (default: stats.smallest_effect)")
     p.add_argument("--power", type=float, default=0.8, help="target power (default 0.8)")
-    p.add_argument("--alpha", type=float, default=None, help="two-sided level (default: alpha/7 of the file's stats)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="two-sided level (default: alpha/K of the file's stats, K = the family size)")
+    p.add_argument("--family-size", type=int, default=None, metavar="K",
+                   help="hypotheses in the Holm family (default: the family the results file records, else 1)")
     p.set_defaults(run=run)
     return p
 
@@ -127,7 +130,11 @@ def run(args: argparse.Namespace) -> int:
     results = load_results(args.results)
     cfg = results.stats or StatsConfig()
     effect = args.effect if args.effect is not None else cfg.smallest_effect
-    alpha = args.alpha if args.alpha is not None else mde_alpha(cfg)
+    recorded = (results.hypotheses or {}).get("family") if isinstance(results.hypotheses, dict) else None
+    family_size = args.family_size or (len(recorded) if recorded else 1)
+    alpha = args.alpha if args.alpha is not None else mde_alpha(cfg, family_size)
+    print(f"level: alpha/{family_size} = {alpha:.4g} (Holm's strictest step over a family of {family_size}"
+          f"{'' if args.family_size or recorded else '; the file records no family: pass --family-size K'})")
     variances = comparison_variances(results, cfg)
     if not variances:
         print("no paired judge comparison in this file (needs per-prompt judge scores)")

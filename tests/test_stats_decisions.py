@@ -98,15 +98,15 @@ def test_equivalence_component_decides_no_difference():
     base = rng.integers(1, 6, 200).astype(float)
     a = _view("a", list(base))
     b = _view("b", list(np.clip(base + rng.choice([-1.0, 0.0, 1.0], 200, p=[0.05, 0.9, 0.05]), 1, 5)))
-    c = paired_component(a, b, "overall", name="a - b", metric="m", cfg=CFG, smallest_effect=0.25,
+    c = paired_component(a, b, "overall", name="a - b", metric="m", cfg=CFG, family_size=7, smallest_effect=0.25,
                          direction="equivalence")
     assert c.claim_type == "equivalence" and c.p_value < 0.001 and c.direction == 1
     assert -0.25 < c.interval[0] and c.interval[1] < 0.25 and c.level == pytest.approx(0.9)
     far = paired_component(_view("a", list(base + 1)), b, "overall", name="a - b", metric="m", cfg=CFG,
-                           smallest_effect=0.25, direction="equivalence")
+                           smallest_effect=0.25, direction="equivalence", family_size=7)
     assert far.direction == -1 and far.p_value > 0.5 and far.p_against < 0.001
     with pytest.raises(ValueError, match="equivalence"):
-        paired_component(a, b, "overall", name="x", metric="m", cfg=CFG, direction="equivalence")
+        paired_component(a, b, "overall", name="x", metric="m", cfg=CFG, family_size=7, direction="equivalence")
 
 
 def test_common_random_numbers_one_comparison_one_p():
@@ -140,13 +140,13 @@ def test_h7_best_by_corrected_p_not_raw_share():
                        final_loss=None, heldout_loss=None, judge_overall=None, rows=rows)
 
     small, big = arm("three_nil", 3, 0, 47), arm("forty_ten", 40, 10, 0)
-    comp, best = best_of_k_component([small, big], cfg=CFG, smallest_effect=0.05)
+    comp, best = best_of_k_component([small, big], cfg=CFG, smallest_effect=0.05, family_size=7)
     assert best.name == "forty_ten"
-    single = win_share_component(big, cfg=CFG)
+    single = win_share_component(big, cfg=CFG, family_size=7)
     assert comp.p_value == pytest.approx(min(1.0, 2 * single.p_value)) and comp.p_value < 1e-3
     assert comp.estimate == pytest.approx(0.8) and comp.level == pytest.approx(1 - 0.05 / 2)
     cfg01 = StatsConfig(alpha=0.1)
-    assert win_share_component(big, cfg=cfg01, selection_k=4).level == pytest.approx(1 - 0.1 / 4)
+    assert win_share_component(big, cfg=cfg01, selection_k=4, family_size=7).level == pytest.approx(1 - 0.1 / 4)
 
 
 # ----------------------------------------------------------------------------- small items
@@ -185,7 +185,7 @@ def test_nothing_detectable_when_attainable_p_is_too_large():
     assert min_attainable_p_sign_flip(d) == pytest.approx(0.125)
     assert mde_sign_flip(d, 0.05 / 7) is None
     a, b = _view("a", [3.0] * 13 + [4, 2, 4, 4]), _view("b", [3.0] * 17)
-    c = paired_component(a, b, "overall", name="a - b", metric="m", cfg=CFG, smallest_effect=0.25)
+    c = paired_component(a, b, "overall", name="a - b", metric="m", cfg=CFG, family_size=7, smallest_effect=0.25)
     assert c.mde is None and "nothing detectable" in c.note
 
 
