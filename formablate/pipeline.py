@@ -148,6 +148,7 @@ class ModelRun:
     pairwise: list[PairwiseJudgment] = field(default_factory=list)
     kl: Any = None  # formablate.drift.KLResult
     generation_key: str = ""
+    reasked: int = 0  # judgments recorded unscored by an earlier run and asked again now (judge.reask_unscored)
 
 
 class Pipeline:
@@ -205,7 +206,7 @@ class Pipeline:
 
                 self._judge = RubricJudge()
             else:
-                self._judge = _openai_judge(self.cfg)
+                self._judge = _openai_judge(self.cfg, self.cache)
         return self._judge
 
     def _judgments(self, run: ModelRun) -> list[Judgment]:
@@ -222,11 +223,20 @@ class Pipeline:
             for j in stream:
                 yield {"item_id": j.prompt_id, **j.model_dump(mode="json")}
 
+        reasked: set[str] = set()
+
+        def reask(r: dict[str, Any]) -> bool:
+            if r.get("overall") is None and self.cfg.judge.reask_unscored:
+                reasked.add(str(r.get("item_id")))
+                return True
+            return False
+
         records, made = self.cache.get_records(
             "judgments", key, [p.id for p in self.prompts], produce,
             meta={"judge": judge.judge_id, "version": judge.judge_version, "generation_key": run.generation_key},
-            retry=lambda r: r.get("overall") is None and getattr(judge, "retry_unscored", False),
+            retry=reask,
         )
+        run.reasked = len(reasked)
         if made:
             _say(f"{run.name}: judged {made} replies with {judge.judge_id}")
         return [Judgment.model_validate({k: v for k, v in r.items() if k != "item_id"} | {"model": run.name})
@@ -518,12 +528,14 @@ class Pipeline:
         return written
 
 
-def _openai_judge(cfg: ExperimentConfig):
+def _openai_judge(cfg: ExperimentConfig, cache: Cache | None = None):
     try:
         from formablate.judges.openai_judge import OpenAIJudge
     except ImportError as exc:  # pragma: no cover - present in this version
         raise NotImplementedYet(f"judge.kind='openai' needs formablate.judges.openai_judge ({exc})") from None
-    return OpenAIJudge.from_config(cfg.judge, cache=Cache(cfg.path(cfg.cache_dir)))
+    # the pipeline's cache, so --cache-dir moves the LLM judge's pairwise entries too
+    return OpenAIJudge.from_config(cfg.judge, cache=cache or Cache(cfg.path(cfg.cache_dir)),
+                                   refill_unscored=cfg.judge.reask_unscored)
 
 
 def build_results(
