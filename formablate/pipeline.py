@@ -499,7 +499,12 @@ class Pipeline:
             "data_sha256": {d: sha256_file(cfg.path(d)) for d in datasets if cfg.path(d).is_file()},
             "eval_sha256": sha256_file(cfg.path(cfg.eval.prompts)),
             "model_identity": model_identity(cfg.model),
-            "judge": {"kind": cfg.judge.kind, "model": cfg.judge.model, "base_url": cfg.judge.base_url},
+            "judge": {"kind": cfg.judge.kind, "model": cfg.judge.model, "base_url": cfg.judge.base_url,
+                      # judgments recorded unscored by an earlier run and asked again by this one, per model
+                      "reask_unscored": cfg.judge.reask_unscored,
+                      "reasked": {r.name: r.reasked for r in runs},
+                      "reasked_pairwise": getattr(self._judge, "reasked_pairwise", 0)},
+            "sandbox": _sandbox_provenance(),
             "versions": versions,
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
@@ -526,6 +531,15 @@ class Pipeline:
             atomic_write_jsonl(path, ({k: g[k] for k in _SAMPLE_FIELDS if k in g} for g in run.generations))
             written.append(path)
         return written
+
+
+def _sandbox_provenance() -> dict[str, Any]:
+    """How model-written code is isolated in this run: 'bwrap', or 'none' when explicitly opted out."""
+    from formablate.sandbox import BOOTSTRAP_VERSION, isolation_available
+
+    mode = os.environ.get("FORMABLATE_SANDBOX", "").strip().lower() or "bwrap"
+    return {"isolation": mode, "version": BOOTSTRAP_VERSION,
+            "available": isolation_available() is None if mode == "bwrap" else None}
 
 
 def _openai_judge(cfg: ExperimentConfig, cache: Cache | None = None):
