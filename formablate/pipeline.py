@@ -213,8 +213,10 @@ class Pipeline:
         judge = self.judge
         by_id = {p.id: p for p in self.prompts}
         outputs = {g["prompt_id"]: g["output"] for g in run.generations}
+        # keyed by the exact outputs judged: a rebuilt adapter's new outputs get new judgments
+        outputs_sha = cache_key([[p.id, outputs.get(p.id)] for p in self.prompts])
         key = cache_key("judgments", judge.judge_id, judge.judge_version, getattr(judge, "cache_identity", None),
-                        run.generation_key)
+                        run.generation_key, outputs_sha)
 
         def produce(missing: list[str]):
             items = [(by_id[i], outputs[i], run.name) for i in missing]
@@ -293,7 +295,10 @@ class Pipeline:
         if trained.built:
             _say(f"{name}: trained in {time.perf_counter() - t0:.0f}s, final loss {trained.metrics.get('final_loss')}")
         run = ModelRun(name=name, kind="adapter", model_key=trained.key, arm=arm, seed=seed, train_meta=trained.meta)
-        run.generation_key = generation_key(run.model_key, prompts_hash(self.prompts), self.cfg.eval)
+        # the adapter's content hash too: generations of a rebuilt (different) adapter are new generations
+        content = trained.meta.get("content_sha256")
+        gen_model = f"{run.model_key}+{content}" if content else run.model_key
+        run.generation_key = generation_key(gen_model, prompts_hash(self.prompts), self.cfg.eval)
         holder: dict[str, Any] = {}
 
         def peft():

@@ -78,3 +78,16 @@ def test_reask_can_be_turned_off(tmp_path):
     run, judged = _judge_once(cfg, again)
     assert again.asked == [] and run.reasked == 0
     assert any(j.overall is None for j in judged)
+
+
+def test_judgments_are_keyed_by_the_outputs_they_judge(tmp_path):
+    # Issue 15: 27 judgments survived their adapter's rebuild because they were keyed by generation settings.
+    cfg = _cfg(tmp_path, reask=True)
+    _judge_once(cfg, FlakyJudge(down=False))
+    pipe = Pipeline(cfg, progress=False)
+    judge = FlakyJudge(down=False)
+    pipe._judge = judge
+    run = ModelRun(name="base", kind="base", model_key="k", generation_key="g")  # same settings ...
+    run.generations = [{"prompt_id": p.id, "output": "a different reply"} for p in pipe.prompts]  # ... new outputs
+    pipe._judgments(run)
+    assert sorted(judge.asked) == sorted(p.id for p in pipe.prompts)
