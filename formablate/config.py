@@ -246,3 +246,12 @@ def load_experiment(path: str | os.PathLike[str]) -> ExperimentConfig:
     except ValidationError as exc:
         raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
     return cfg
+
+
+def check_inputs(cfg: ExperimentConfig) -> None:
+    """Fail fast, before any model is loaded: the eval file and every arm's dataset exist, decode as
+    UTF-8 and hold one JSON object per line. Raises a one-line ``file:line: rule`` error."""
+    from formablate.io import read_jsonl
+
+    for rel in [cfg.eval.prompts, *dict.fromkeys(a.dataset for a in cfg.arms)]:
+        read_jsonl(cfg.path(rel))

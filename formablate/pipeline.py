@@ -155,6 +155,9 @@ class Pipeline:
     """Materialises models lazily through the caches; one instance per experiment and process."""
 
     def __init__(self, cfg: ExperimentConfig, *, cache: Cache | None = None, progress: bool = True):
+        from formablate.config import check_inputs
+
+        check_inputs(cfg)  # a missing or undecodable eval/data file fails here, not after training
         device = worker_device(cfg)
         if device is not None:
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"device": device})})

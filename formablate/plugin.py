@@ -320,6 +320,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(config.stash[SESSION_KEY], "harness-session")
     if not config.pluginmanager.has_plugin("formablate.fixtures.session"):
         config.pluginmanager.import_plugin("formablate.fixtures.session")
+    if config.getoption("experiment", None) is not None:  # a bad --experiment is one usage line, exit 4
+        from formablate.config import check_inputs
+        from formablate.errors import HarnessError
+
+        try:
+            cfg = config.stash[SESSION_KEY].experiment_config()
+            if cfg is not None:
+                check_inputs(cfg)
+        except HarnessError as exc:
+            raise pytest.UsageError(str(exc).splitlines()[0]) from None
 
 
 @pytest.hookimpl(tryfirst=True)

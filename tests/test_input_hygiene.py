@@ -47,3 +47,38 @@ def test_non_utf8_bytes_are_file_line_errors(tmp_path):
     j.write_bytes(b'{"a": 1}\n{"a": "\xc3"}\n')
     with pytest.raises(DataFileError, match=r"data\.jsonl:2: .*0xc3"):
         read_jsonl(j)
+
+
+def _experiment(tmp_path, eval_bytes: bytes | None, extra: str = ""):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/sft.jsonl").write_text('{"id": "x"}\n')
+    if eval_bytes is not None:
+        (tmp_path / "data/eval.jsonl").write_bytes(eval_bytes)
+    (tmp_path / "exp.yaml").write_text(
+        "name: bad\nmodel: {source: 'tiny:llama'}\n"
+        "arms: [{name: a, dataset: data/sft.jsonl, format: alpaca_flat, adapter: quality}]\n"
+        "eval: {prompts: data/eval.jsonl}\n" + extra)
+    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
+    return tmp_path / "exp.yaml"
+
+
+@pytest.mark.parametrize("case, eval_bytes, extra, expect", [
+    ("missing eval file", None, "", "eval.jsonl: file not found"),
+    ("non-UTF-8 eval file", b'{"id": 1}\n\xff\xfe\n', "", "eval.jsonl:2: utf-8"),
+    ("pasted key", b'{"id": 1}\n', "judge: {api_key_env: 'sk-live-0123456789abcdef'}\n", "api_key_env"),
+    ("duplicate key", b'{"id": 1}\n', "name: again\n", "duplicate key 'name'"),
+])
+def test_bad_experiment_under_pytest_is_one_usage_line_exit_4(tmp_path, case, eval_bytes, extra, expect):
+    import subprocess
+    import sys
+
+    exp = _experiment(tmp_path, eval_bytes, extra)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:xdist",
+                        "--experiment", str(exp), str(tmp_path / "test_x.py")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 4, (case, out)
+    assert expect in out, (case, out)
+    assert "sk-live-0123456789abcdef" not in out
+    assert "Traceback" not in out and len(out.strip().splitlines()) <= 3, out
