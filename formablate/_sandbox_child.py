@@ -399,6 +399,7 @@ def _child_main():
     rfd, wfd, note_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     ep = Endpoint("c", rfd, wfd, public_only=False)
     job = ep.recv()
+    ep.send({"started": True})  # before any answer code: a run that breaks earlier is the sandbox's fault
 
     def note(text):
         try:

@@ -418,6 +418,11 @@ def _judge(ep: _wire.Endpoint, code: str, tests: str | None, opts: SandboxOption
     """Send the job, wait for the answer's names, run the tests here. Returns what happened."""
     try:
         ep.send({"code": code, "limits": _limits(opts), "audit_hook": opts.audit_hook})
+        if ep.recv().get("started") is not True:
+            return {"stage": None, "setup": "the sandboxed interpreter did not start its bootstrap"}
+    except _wire.Broken as exc:
+        return {"stage": None, "setup": f"the sandboxed interpreter did not start: {exc}"}
+    try:
         msg = ep.recv()
     except _wire.Broken as exc:
         return {"stage": "code", "broken": str(exc)}
@@ -505,6 +510,9 @@ def _result(verdict: dict[str, Any], returncode: int, timed_out: bool, output: _
         return SandboxResult(
             outcome="output_limit", reason=f"killed after more than {opts.max_output_bytes} bytes of output", **common
         )
+    if "setup" in verdict:
+        return SandboxResult(outcome="setup_error", reason=f"{verdict['setup']} (exit {returncode}): "
+                             f"{common['stderr'][-300:]!r}", **common)
     if "broken" in verdict:
         if not killed_by_us and sig in ("SIGXCPU", "SIGKILL"):
             # A SIGKILL we did not send comes from the hard RLIMIT_CPU (soft limit + 1 s).
