@@ -116,3 +116,48 @@ def test_a_code_answer_that_forges_its_own_pass_fails_python_tests(pilot_copy):
     assert not canon.python_tests(_one_example_context(pilot_copy, ids[0], lambda o: None)).failures
     failures = canon.python_tests(_one_example_context(pilot_copy, ids[0], forge)).failures
     assert [(f.line, f.rule) for f in failures] == [(1, "python_tests")], failures
+
+
+EVAL = REPO / "data" / "eval" / "phase9_eval_153.jsonl"
+SYNONYM_SWAPPED = (  # eval-coding-003, every instruction word swapped, word order kept
+    "Implement is_prime(n) which gives back True for prime numbers and False in other cases, as well as for 0, 1 "
+    "and negative numbers. It ought to be rapid enough to verify numbers around a million."
+)
+
+
+def _units(training_text: str):
+    from formablate.data.contamination import TextUnit
+    from formablate.data.schema import EvalPrompt
+    from formablate.io import load_jsonl_models
+
+    evals = [TextUnit(key=f"eval prompt {p.id}", file=str(EVAL), line=line, segments=tuple(m.content for m in p.messages))
+             for line, p in load_jsonl_models(EVAL, EvalPrompt)]
+    train = [TextUnit(key="training example x", file="train.jsonl", line=7, segments=(training_text,))]
+    return train, evals
+
+
+def test_a_synonym_swapped_eval_prompt_in_training_data_is_contamination():
+    from formablate.data.contamination import find_contamination
+
+    train, evals = _units(SYNONYM_SWAPPED)
+    without, _ = find_contamination(train, evals)
+    assert without == [], "the n-gram measures alone already caught it; the probe would not test the new measure"
+    flagged, _ = find_contamination(train, evals, paraphrase=True)
+    assert [ov.b.key for ov in flagged] == ["eval prompt eval-coding-003"]
+    assert flagged[0].paraphrase >= 0.75 and "content-word" in flagged[0].reasons()[0]
+
+
+def test_the_paraphrase_measure_has_no_false_positive_on_the_committed_data():
+    from formablate.data.contamination import TextUnit, find_contamination
+    from formablate.data.schema import CanonicalExample
+    from formablate.io import load_jsonl_models
+
+    for name in ("phase9_pilot_300", "bilawal_smol_magpie_v1"):
+        path = REPO / "data" / "canonical" / f"{name}.jsonl"
+        train = [TextUnit(key=ex.id, file=str(path), line=line,
+                          segments=tuple(s for s in (ex.context, *(x.user for x in ex.exchanges),
+                                                     *(x.answer for x in ex.exchanges)) if s))
+                 for line, ex in load_jsonl_models(path, CanonicalExample)]
+        _, evals = _units("unused")
+        flagged, _ = find_contamination(train, evals, paraphrase=True)
+        assert flagged == [], [(o.a.key, o.b.key, o.reasons()) for o in flagged]
