@@ -426,6 +426,7 @@ class Pipeline:
                 scores=j.scores.model_dump() if j.scores is not None else {},
                 unscored_reason=j.unscored_reason,
                 pairwise_vs_base=outcome_map[p.outcome] if p is not None and p.outcome is not None else None,
+                pairwise_unscored_reason=p.unscored_reason if p is not None and p.outcome is None else None,
                 tokens=gens[j.prompt_id]["tokens"], json_valid=om.json_parsed,
                 kl=kl_by_prompt.get(j.prompt_id),
             ))
