@@ -91,3 +91,17 @@ def test_judgments_are_keyed_by_the_outputs_they_judge(tmp_path):
     run.generations = [{"prompt_id": p.id, "output": "a different reply"} for p in pipe.prompts]  # ... new outputs
     pipe._judgments(run)
     assert sorted(judge.asked) == sorted(p.id for p in pipe.prompts)
+
+
+def test_the_llm_judge_uses_the_pipelines_cache_dir(tmp_path, monkeypatch):
+    # Issue 15: pairwise results went to the config's cache, so --cache-dir (and cache merges) missed them.
+    from formablate.cache import Cache
+
+    cfg = _cfg(tmp_path, reask=True)
+    cfg = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={
+        "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "FORMABLATE_TEST_KEY"})})
+    monkeypatch.setenv("FORMABLATE_TEST_KEY", "test-key")
+    elsewhere = tmp_path / "elsewhere"
+    judge = Pipeline(cfg, cache=Cache(elsewhere), progress=False).judge
+    assert judge.cache.root == elsewhere
+    assert judge.retry_unscored is True
