@@ -50,6 +50,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from pathlib import Path
 from typing import Any, Literal
 
@@ -437,19 +438,33 @@ def _judge(ep: _wire.Endpoint, code: str, tests: str | None, opts: SandboxOption
         return {"stage": "code", "broken": str(exc)}
     if tests is None:
         return {"stage": "code", "passed": True}
-    namespace: dict[str, Any] = {"__name__": "__tests__", "__builtins__": builtins, "print": output.test_print}
-    namespace.update({k: v for k, v in names.items() if k.isidentifier() and not hasattr(builtins, k)})
-    # The tests run in this process; what they do to os.environ is mirrored into the sandbox with
-    # each request and undone here afterwards.
-    before = dict(os.environ)
+    # The tests run in this process, concurrently with other checks, so they get a private os.environ
+    # (through their own `import os`); what they set or delete there is mirrored into the sandbox with
+    # each request. The harness's own environment is neither changed nor sent.
+    env: dict[str, str] = dict(os.environ)
+    base = dict(env)
+    os_view = types.ModuleType("os")
+    os_view.__dict__.update(os.__dict__)
+    os_view.environ = env  # type: ignore[attr-defined]
+    os_view.getenv = lambda key, default=None: env.get(key, default)  # type: ignore[attr-defined]
+    os_view.putenv = lambda key, value: env.__setitem__(key, value)  # type: ignore[attr-defined]
+    os_view.unsetenv = lambda key: env.pop(key, None)  # type: ignore[attr-defined]
+    real_import = builtins.__import__
 
-    touched: set[str] = set()
+    def test_import(name, globals=None, locals=None, fromlist=(), level=0):
+        module = real_import(name, globals, locals, fromlist, level)
+        if level == 0 and (name == "os" or (name.startswith("os.") and not fromlist)):
+            return os_view
+        return module
+
+    test_builtins = dict(vars(builtins))
+    test_builtins.update(__import__=test_import, print=output.test_print)
+    namespace: dict[str, Any] = {"__name__": "__tests__", "__builtins__": test_builtins}
+    namespace.update({k: v for k, v in names.items() if k.isidentifier() and not hasattr(builtins, k)})
 
     def env_changes() -> dict[str, str | None]:
-        now = os.environ
-        touched.update(k for k, v in now.items() if before.get(k) != v)
-        touched.update(k for k in before if k not in now)
-        return {k: now.get(k) for k in touched}
+        keys = {k for k in env if base.get(k) != env[k]} | {k for k in base if k not in env}
+        return {k: env.get(k) for k in keys}
 
     ep.env_source = env_changes
     try:
@@ -466,12 +481,6 @@ def _judge(ep: _wire.Endpoint, code: str, tests: str | None, opts: SandboxOption
         except BaseException:  # noqa: BLE001
             message = "<unprintable exception>"
         return {"stage": "tests", "error": (type(exc).__name__, message), "trace": "".join(te.format())}
-    finally:
-        for k, v in env_changes().items():
-            if before.get(k) is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = before[k]
     if ep.broken:  # a test swallowed the channel's failure (bare except): still a failure
         return {"stage": "tests", "broken": ep.broken}
     return {"stage": "tests", "passed": True}

@@ -277,3 +277,24 @@ def test_the_answer_cannot_read_private_attributes_of_test_objects():
     code = "def peek(fn):\n    return fn.__globals__\n"
     r = run_python(code, tests="secret = 42\nassert peek(lambda: 1) is not None")
     assert not r.ok and r.error_type == "AttributeError", r
+
+
+def test_tests_get_a_private_environment_mirrored_into_the_sandbox(monkeypatch):
+    # Checks run on threads; a test's os.environ edits must neither race other checks nor touch the harness.
+    monkeypatch.setenv("FORMABLATE_HARNESS_ONLY", "harness-value")
+    code = "import os\ndef key():\n    return os.environ.get('PAYMENTS_API_KEY')\ndef other():\n    return os.environ.get('FORMABLATE_HARNESS_ONLY')\n"
+    tests = (
+        "import os\n"
+        "os.environ['PAYMENTS_API_KEY'] = 'test-key'\n"
+        "assert key() == 'test-key'\n"
+        "del os.environ['PAYMENTS_API_KEY']\n"
+        "assert key() is None\n"
+        "assert other() is None\n"
+    )
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: run_python(code, tests=tests), range(8)))
+    assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
+    assert "PAYMENTS_API_KEY" not in os.environ
+    assert os.environ["FORMABLATE_HARNESS_ONLY"] == "harness-value"
