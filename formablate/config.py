@@ -207,16 +207,30 @@ class JudgeConfig(_Cfg):
     concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
     pairwise: bool = Field(True, description="Also judge each adapter against the base, blind, in both orders.")
     temperature: float = Field(0.0, ge=0, description="Judge sampling temperature.")
+    reask_unscored: bool = Field(
+        True, description="A rerun asks again for judgments recorded unscored (pointwise and pairwise)."
+    )
 
     @model_validator(mode="after")
     def _openai_needs_model(self) -> "JudgeConfig":
         if self.kind == "openai" and not self.model:
             raise ValueError("judge.kind='openai' needs judge.model (e.g. 'gpt-4o-mini')")
-        if self.api_key_env and not self.api_key_env.replace("_", "").isalnum():
+        if not _ENV_NAME.fullmatch(self.api_key_env or "") or _looks_like_key(self.api_key_env):
+            # The value may BE a pasted key: never echo it.
             raise ValueError(
-                f"judge.api_key_env={self.api_key_env!r} must be the NAME of an environment variable, not a key"
+                "judge.api_key_env must be the NAME of an environment variable (upper-case letters, digits and "
+                f"underscores, e.g. OPENAI_API_KEY), not a key ({len(self.api_key_env or '')} characters given, "
+                "not shown)"
             )
         return self
+
+
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def _looks_like_key(name: str) -> bool:
+    """An upper-case run of letters and digits without any underscore, 20+ long, is a key, not a name."""
+    return len(name) >= 20 and "_" not in name
 
 
 class StatsConfig(_Cfg):
@@ -523,3 +537,12 @@ def load_experiment(path: str | os.PathLike[str], overrides: Iterable[str] = ())
         where = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
         raise ConfigError(f"{where}: {format_validation_error(exc)}") from None
     return cfg
+
+
+def check_inputs(cfg: ExperimentConfig) -> None:
+    """Fail fast, before any model is loaded: the eval file and every arm's dataset exist, decode as
+    UTF-8 and hold one JSON object per line. Raises a one-line ``file:line: rule`` error."""
+    from formablate.io import read_jsonl
+
+    for rel in [cfg.eval.prompts, *dict.fromkeys(a.dataset for a in cfg.arms)]:
+        read_jsonl(cfg.path(rel))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
@@ -95,8 +96,13 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     path = Path(path)
     _require(path)
     rows: list[tuple[int, dict[str, Any]]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFileError(str(path), lineno, "utf-8",
+                                    f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not valid UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -109,12 +115,24 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+_SECRETISH = re.compile(r"key|secret|token|passw", re.IGNORECASE)
+
+
+def _redact(value: Any, loc: str) -> Any:
+    """Values of fields that may hold a secret (``api_key_env``, ``*_token`` ...) never reach a message."""
+    if _SECRETISH.search(loc.rsplit(".", 1)[-1]):
+        return "<not shown>"
+    if isinstance(value, dict):
+        return {k: ("<not shown>" if isinstance(k, str) and _SECRETISH.search(k) else v) for k, v in value.items()}
+    return value
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """One line per pydantic error: ``field.path: message (found value)``."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        found = err.get("input")
+        found = _redact(err.get("input"), loc)
         shown = repr(found)
         if len(shown) > 80:
             shown = shown[:77] + "..."
@@ -133,13 +151,35 @@ def load_jsonl_models(path: str | Path, model: type[M]) -> list[tuple[int, M]]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``safe_load`` that refuses a mapping with the same key twice (YAML's "last wins" hides typos)."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader reports it
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> Any:
     """Parse a YAML file with ``safe_load``; a syntax error names the file and line."""
     path = Path(path)
     _require(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataFileError(str(path), line, "utf-8", f"byte 0x{raw[exc.start]:02x} is not valid UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         raise DataFileError(str(path), None if line is None else line + 1, "yaml", str(exc).splitlines()[0]) from None

@@ -160,12 +160,16 @@ class ModelRun:
     pairwise: list[PairwiseJudgment] = field(default_factory=list)
     kl: Any = None  # formablate.drift.KLResult
     generation_key: str = ""
+    reasked: int = 0  # judgments recorded unscored by an earlier run and asked again now (judge.reask_unscored)
 
 
 class Pipeline:
     """Materialises models lazily through the caches; one instance per experiment and process."""
 
     def __init__(self, cfg: ExperimentConfig, *, cache: Cache | None = None, progress: bool = True):
+        from formablate.config import check_inputs
+
+        check_inputs(cfg)  # a missing or undecodable eval/data file fails here, not after training
         device = worker_device(cfg)
         if device is not None:
             def on(m: ModelConfig) -> ModelConfig:
@@ -222,15 +226,17 @@ class Pipeline:
 
                 self._judge = RubricJudge()
             else:
-                self._judge = _openai_judge(self.cfg)
+                self._judge = _openai_judge(self.cfg, self.cache)
         return self._judge
 
     def _judgments(self, run: ModelRun) -> list[Judgment]:
         judge = self.judge
         by_id = {p.id: p for p in self.prompts}
         outputs = {g["prompt_id"]: g["output"] for g in run.generations}
+        # keyed by the exact outputs judged: a rebuilt adapter's new outputs get new judgments
+        outputs_sha = cache_key([[p.id, outputs.get(p.id)] for p in self.prompts])
         key = cache_key("judgments", judge.judge_id, judge.judge_version, getattr(judge, "cache_identity", None),
-                        run.generation_key)
+                        run.generation_key, outputs_sha)
 
         def produce(missing: list[str]):
             items = [(by_id[i], outputs[i], run.name) for i in missing]
@@ -239,11 +245,20 @@ class Pipeline:
             for j in stream:
                 yield {"item_id": j.prompt_id, **j.model_dump(mode="json")}
 
+        reasked: set[str] = set()
+
+        def reask(r: dict[str, Any]) -> bool:
+            if r.get("overall") is None and self.cfg.judge.reask_unscored:
+                reasked.add(str(r.get("item_id")))
+                return True
+            return False
+
         records, made = self.cache.get_records(
             "judgments", key, [p.id for p in self.prompts], produce,
             meta={"judge": judge.judge_id, "version": judge.judge_version, "generation_key": run.generation_key},
-            retry=lambda r: r.get("overall") is None and getattr(judge, "retry_unscored", False),
+            retry=reask,
         )
+        run.reasked = len(reasked)
         if made:
             _say(f"{run.name}: judged {made} replies with {judge.judge_id}")
         return [Judgment.model_validate({k: v for k, v in r.items() if k != "item_id"} | {"model": run.name})
@@ -321,7 +336,10 @@ class Pipeline:
         if trained.built:
             _say(f"{name}: trained in {time.perf_counter() - t0:.0f}s, final loss {trained.metrics.get('final_loss')}")
         run = ModelRun(name=name, kind="adapter", model_key=trained.key, arm=arm, seed=seed, train_meta=trained.meta)
-        run.generation_key = generation_key(run.model_key, prompts_hash(self.prompts), self.cfg.eval)
+        # the adapter's content hash too: generations of a rebuilt (different) adapter are new generations
+        content = trained.meta.get("content_sha256")
+        gen_model = f"{run.model_key}+{content}" if content else run.model_key
+        run.generation_key = generation_key(gen_model, prompts_hash(self.prompts), self.cfg.eval)
         holder: dict[str, Any] = {}
 
         def peft():
@@ -450,6 +468,7 @@ class Pipeline:
                 scores=j.scores.model_dump() if j.scores is not None else {},
                 unscored_reason=j.unscored_reason,
                 pairwise_vs_base=outcome_map[p.outcome] if p is not None and p.outcome is not None else None,
+                pairwise_unscored_reason=p.unscored_reason if p is not None and p.outcome is None else None,
                 tokens=gens[j.prompt_id]["tokens"], json_valid=om.json_parsed,
                 kl=kl_by_prompt.get(j.prompt_id),
             ))
@@ -536,7 +555,12 @@ class Pipeline:
                if len(cfg.base_models()) > 1 else {}),
             "arm_overrides": {a.name: cfg.arm_overrides(a) for a in cfg.arms if cfg.arm_overrides(a)},
             "overrides": list(cfg.overrides),
-            "judge": {"kind": cfg.judge.kind, "model": cfg.judge.model, "base_url": cfg.judge.base_url},
+            "judge": {"kind": cfg.judge.kind, "model": cfg.judge.model, "base_url": cfg.judge.base_url,
+                      # judgments recorded unscored by an earlier run and asked again by this one, per model
+                      "reask_unscored": cfg.judge.reask_unscored,
+                      "reasked": {r.name: r.reasked for r in runs},
+                      "reasked_pairwise": getattr(self._judge, "reasked_pairwise", 0)},
+            "sandbox": _sandbox_provenance(),
             "versions": versions,
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
@@ -569,12 +593,23 @@ class Pipeline:
         return written
 
 
-def _openai_judge(cfg: ExperimentConfig):
+def _sandbox_provenance() -> dict[str, Any]:
+    """How model-written code is isolated in this run: 'bwrap', or 'none' when explicitly opted out."""
+    from formablate.sandbox import BOOTSTRAP_VERSION, isolation_available
+
+    mode = os.environ.get("FORMABLATE_SANDBOX", "").strip().lower() or "bwrap"
+    return {"isolation": mode, "version": BOOTSTRAP_VERSION,
+            "available": isolation_available() is None if mode == "bwrap" else None}
+
+
+def _openai_judge(cfg: ExperimentConfig, cache: Cache | None = None):
     try:
         from formablate.judges.openai_judge import OpenAIJudge
     except ImportError as exc:  # pragma: no cover - present in this version
         raise NotImplementedYet(f"judge.kind='openai' needs formablate.judges.openai_judge ({exc})") from None
-    return OpenAIJudge.from_config(cfg.judge, cache=Cache(cfg.path(cfg.cache_dir)))
+    # the pipeline's cache, so --cache-dir moves the LLM judge's pairwise entries too
+    return OpenAIJudge.from_config(cfg.judge, cache=cache or Cache(cfg.path(cfg.cache_dir)),
+                                   refill_unscored=cfg.judge.reask_unscored)
 
 
 def build_results(

@@ -61,6 +61,9 @@ class PromptRow(_Strict):
     pairwise_vs_base: Outcome | None = Field(
         None, description="Blind pairwise outcome against the base model (both orders; disagreement = tie)."
     )
+    pairwise_unscored_reason: str | None = Field(
+        None, description="Why the pairwise judgment against the base gave no verdict (API error, parse failure...)."
+    )
     tokens: int | None = Field(None, ge=0, description="Tokens in the generated reply.")
     json_valid: bool | None = Field(None, description="Reply parses as the JSON the prompt asks for; None if n/a.")
     kl: float | None = Field(None, ge=0, description="KL(adapter || base) on this prompt's sampled responses.")

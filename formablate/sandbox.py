@@ -1,234 +1,103 @@
-"""Run untrusted Python (model output) in a contained subprocess.
+"""Run untrusted Python (model output) in an isolated process whose verdict it cannot reach.
 
-Every piece of model-generated code the harness executes goes through
-:func:`run_python`. A hostile or broken output (an infinite loop, a fork bomb, a
-huge write, a flood of output, a peek at the parent's environment) becomes a
-:class:`SandboxResult` with an ``outcome``; it never raises and never harms the
-calling process.
+Every piece of model-generated code the harness executes goes through :func:`run_python`. A hostile
+or broken output becomes a :class:`SandboxResult` with an ``outcome``; it never raises and never
+harms the calling process.
 
-What is ENFORCED (by the kernel or by the parent process, independent of the code):
+Isolation (bubblewrap, ``bwrap``; the kernel enforces it, nothing depends on the code behaving):
 
-* a fresh, private (0700) temporary directory as the working directory, deleted afterwards;
-* an environment stripped to an allow-list (``PATH``, ``HOME``/``TMPDIR`` = the temp dir,
-  ``LANG``/``LC_ALL``): no variable of the caller, so no API key, reaches the child;
-* the interpreter runs isolated (``-I``: ignores ``PYTHON*`` variables, user site and the
-  script directory; ``-S``: no site-packages, so only the standard library is importable;
-  ``-B``: writes no ``.pyc``);
-* resource limits set before the code runs: ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_AS``
-  (address space), ``RLIMIT_FSIZE`` (largest file it may write; ``SIGXFSZ`` is ignored so an
-  oversized write fails with ``OSError`` instead of killing the process), ``RLIMIT_NOFILE``,
-  ``RLIMIT_CORE`` = 0 and ``RLIMIT_NPROC`` (see the limitation below);
-* a wall-clock timeout, and a cap on captured stdout+stderr: past either, the whole process
-  group (the child runs in its own session) is killed with ``SIGKILL``; the group is also
-  killed after a normal exit, so a process that escaped the blocks below cannot outlive a run;
-* stdin is ``/dev/null`` once the code starts.
+* new user, pid, network, ipc, uts and cgroup namespaces (``--unshare-all``, uid 65534 inside):
+  no network interface but an empty loopback, no view of other processes, no capabilities;
+  ``--die-with-parent`` and ``--new-session``; when a run ends (normally, on the wall clock or on
+  the output cap) the process group is killed and with bwrap's pid 1 the whole pid namespace goes;
+* the filesystem is a read-only bind of ``/usr`` (and the interpreter's installation) plus a fresh
+  ``/proc``, a minimal ``/dev`` and one writable tmpfs, ``/sandbox``, capped IN TOTAL at
+  ``disk_mb`` (a tmpfs ``size=``): nothing of the caller (home, repository, cache, ``/etc``) is
+  visible, and nothing written survives the run;
+* an empty environment (``--clearenv``; only ``PATH``, ``HOME``, ``TMPDIR``, ``LANG`` are set), so
+  no API key reaches the code, and ``python -I -S -B``: standard library only;
+* rlimits set before the answer runs, with hard = soft (inside the user namespace the code holds
+  no capability to raise them): CPU seconds, address space, largest file, open files, core = 0,
+  processes (counted per user namespace, so it holds although the harness runs as root);
+* a wall-clock limit and a cap on captured stdout+stderr enforced by the parent.
 
-What is BEST EFFORT (an audit hook, ``sys.addaudithook``, installed in the child before the
-code runs; it raises ``PermissionError`` in the code and reports the refusal to the parent):
+Verdicts: the answer runs in the sandbox; the TESTS run in the judging process. The tests see
+the answer's module-level names as proxies; every call, attribute read, iteration or index crosses
+the pipe, and only DATA comes back (see :mod:`formablate._sandbox_child`). The expected values
+and the pass/fail decision never enter the sandboxed process, so patching builtins, exiting early,
+printing markers or walking frames cannot make a test pass. An object the answer returns that is
+not plain data compares equal only to itself and is always truthy, so it cannot decide ``==``,
+``in`` or ``bool`` either. A channel that breaks (death, timeout, garbage) fails the run, even if
+a test swallows the error.
 
-* opening a file for writing, creating, deleting, renaming or chmod-ing a path outside the
-  working directory (``/dev/null`` excepted);
-* opening or listing a path outside the working directory, the standard library and a few
-  harmless device/zoneinfo paths, which blocks reading ``/proc/<parent>/environ`` and the
-  caller's files; and opening any directory outside the working directory (the ``open`` audit
-  event does not carry ``dir_fd``, so a directory descriptor would sidestep the path check);
-* ``os.fork``/``forkpty``/``exec*``/``spawn*``/``posix_spawn``/``system``, ``subprocess.Popen``,
-  ``os.kill``/``killpg``, every ``socket.*`` event (no network), ``resource.setrlimit``/``prlimit``,
-  ``ctypes`` and importing ``ctypes``/``_ctypes``/``_posixsubprocess`` (the usual ways around
-  the hook). ``import subprocess`` therefore fails inside the sandbox.
+The audit hook of earlier versions stays as defence in depth (``audit_hook``): it turns the common
+accidents (fork, subprocess, sockets, ctypes) into a clear ``PermissionError``. Security does not
+depend on it.
 
-An audit hook is a tripwire, not a security boundary: code that deliberately introspects the
-interpreter can in principle get around it, and the code shares a process with its tests,
-so a deliberate forgery of a test verdict is possible. The harness defends against accidents
-and naive hostility (``sys.exit(0)`` or ``os._exit(0)`` before the tests run is reported as
-such, because the "done" record carries a per-run nonce and arrives on a private pipe).
-
-Known limitations: paths are checked when the event fires (a symlink swapped in afterwards is a
-race the hook cannot see); ``RLIMIT_FSIZE`` bounds each file, not their number, so the total
-written inside the working directory is bounded only by the timeout. ``RLIMIT_NPROC`` counts
-every process of the real user and is not enforced for root: when the harness runs as root (as
-in the project's containers) fork prevention rests on the audit hook and the process-group
-kill; as an ordinary user the limit (0 by default) also stops new processes and threads at the
-kernel. There is no network namespace: "no network" is the audit hook's socket block.
+Where ``bwrap`` is missing, :func:`run_python` raises :class:`SandboxUnavailable`, which names the
+package. ``isolation="none"`` (or ``FORMABLATE_SANDBOX=none``) is an explicit opt-out: the code
+then runs as an ordinary subprocess, and every result records ``isolation="none"``.
 """
 
 from __future__ import annotations
 
-import json
+import builtins
 import os
-import secrets
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
+import traceback
+import types
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SandboxOptions", "SandboxResult", "Outcome", "run_python", "BOOTSTRAP_VERSION"]
+from formablate import _sandbox_child as _wire
+from formablate.errors import HarnessError
 
-BOOTSTRAP_VERSION = "sandbox-1"
+__all__ = [
+    "SandboxOptions",
+    "SandboxResult",
+    "SandboxUnavailable",
+    "Outcome",
+    "run_python",
+    "isolation_available",
+    "BOOTSTRAP_VERSION",
+]
+
+# Part of every cached judgment's key: version 2 judges in the parent, so version-1 verdicts are redone.
+BOOTSTRAP_VERSION = "sandbox-2"
 
 Outcome = Literal["ok", "error", "timeout", "cpu_limit", "output_limit", "crashed", "setup_error"]
 
-# The child-side program. It reads its job (code, tests, limits, nonce) from stdin, applies the
-# limits, installs the audit hook, then runs the code and the tests in one namespace. Status
-# records go to a private pipe, each stamped with the nonce so the code's own writes do not count.
-_BOOTSTRAP = r'''
-import sys, os
-def _sandbox_main():
-    import json, resource, signal, builtins
-    cfg = json.loads(sys.stdin.buffer.read().decode("utf-8"))
-    nul = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(nul, 0)
-    os.close(nul)
-    status_fd, nonce = cfg["status_fd"], cfg["nonce"]
 
-    def report(**rec):
-        rec["nonce"] = nonce
+class SandboxUnavailable(HarnessError, RuntimeError):
+    """The isolation tool is missing or does not work on this machine."""
+
+
+_CHILD_SOURCE = Path(_wire.__file__).read_text(encoding="utf-8")
+_BWRAP_OK: dict[str, str | None] = {}
+
+
+def isolation_available() -> str | None:
+    """None when bwrap works here, else why not (one line, naming the package)."""
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return "bubblewrap is not installed (bwrap not on PATH): apt-get install bubblewrap (or run `make setup`)"
+    if exe not in _BWRAP_OK:
         try:
-            os.write(status_fd, (json.dumps(rec) + "\n").encode("utf-8"))
-        except OSError:
-            pass
-
-    for name, soft, hard in cfg["limits"]:
-        try:
-            resource.setrlimit(getattr(resource, name), (soft, hard))
-        except (ValueError, OSError) as exc:
-            report(event="limit_failed", limit=name, message=str(exc))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-    real = os.path.realpath
-    cwd = real(os.getcwd())
-    read_roots = tuple(sorted({real(p) for p in sys.path if p} | {cwd, "/usr/share/zoneinfo"}))
-    read_files = frozenset({"/dev/null", "/dev/urandom", "/dev/random", "/dev/zero", "/etc/localtime"})
-    write_files = frozenset({"/dev/null"})
-    blocked_events = frozenset({
-        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-        "subprocess.Popen", "os.kill", "os.killpg", "signal.pthread_kill", "os.startfile",
-        "resource.setrlimit", "resource.prlimit", "sys.remote_exec",
-    })
-    blocked_prefixes = ("socket.", "ctypes.", "_ctypes.", "winreg.", "webbrowser.")
-    blocked_modules = frozenset({"ctypes", "_ctypes", "_posixsubprocess", "_xxsubinterpreters", "_testcapi",
-                                 "_testinternalcapi"})
-    # Path-changing events; those whose LAST argument is a dir_fd are listed apart.
-    dir_fd_events = frozenset({"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.utime",
-                               "os.mkfifo", "os.mknod", "shutil.rmtree"})
-    write_events = frozenset({"os.truncate", "os.chflags", "os.lchflags", "os.setxattr", "os.removexattr",
-                              "shutil.chown"})
-    # (src, dst, src_dir_fd, dst_dir_fd) for rename/link, (src, dst, dir_fd) for symlink.
-    two_path_events = frozenset({"os.rename", "os.link", "os.symlink", "shutil.move", "shutil.copyfile",
-                                 "shutil.copytree"})
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    state = {"busy": False, "reported": 0}
-
-    def resolve(path, dir_fd=None):
-        try:
-            path = os.fsdecode(os.fspath(path))
-            if not os.path.isabs(path) and isinstance(dir_fd, int) and dir_fd >= 0:
-                path = os.path.join(os.readlink("/proc/self/fd/%d" % dir_fd), path)
-            return real(path)
-        except Exception:
-            return "<unresolvable>"  # fails closed: under no root
-
-    def under(path, roots):
-        return any(path == r or path.startswith(r + os.sep) for r in roots)
-
-    def deny(event, detail):
-        if state["reported"] < 50:
-            state["reported"] += 1
-            report(event="blocked", what=event, detail=str(detail)[:300])
-        raise PermissionError("sandbox: %s refused (%s)" % (event, str(detail)[:200]))
-
-    def check_write(event, path, dir_fd=None):
-        if isinstance(path, int):
-            return
-        p = resolve(path, dir_fd)
-        if p not in write_files and not under(p, (cwd,)):
-            deny(event, p)
-
-    def hook(event, args):
-        if state["busy"]:
-            return
-        state["busy"] = True
-        try:
-            if event in ("exec", "compile", "marshal.loads", "sys._getframe", "object.__getattr__"):
-                return
-            if event == "open":
-                path, _mode, flags = args
-                if path is None or isinstance(path, int):
-                    return
-                p = resolve(path)
-                if flags is not None and flags & write_flags:
-                    if p not in write_files and not under(p, (cwd,)):
-                        deny("open for writing", p)
-                elif p not in read_files and not under(p, read_roots):
-                    deny("open", p)
-                elif not under(p, (cwd,)) and os.path.isdir(p):
-                    # A directory fd outside the sandbox would let os.open(..., dir_fd=fd) write there
-                    # (the open event does not carry dir_fd), so none is handed out.
-                    deny("open directory", p)
-            elif event == "import":
-                if args[0] in blocked_modules:
-                    deny("import", args[0])
-            elif event in blocked_events or event.startswith(blocked_prefixes):
-                deny(event, args[:1])
-            elif event in dir_fd_events:
-                check_write(event, args[0], args[-1] if len(args) > 1 else None)
-            elif event in write_events:
-                check_write(event, args[0])
-            elif event in two_path_events:
-                src_fd = args[2] if len(args) > 3 else None
-                dst_fd = args[3] if len(args) > 3 else (args[2] if len(args) > 2 else None)
-                check_write(event, args[0], src_fd)
-                check_write(event, args[1], dst_fd)
-            elif event in ("os.listdir", "os.scandir", "glob.glob"):
-                path = args[0] if args and args[0] is not None else "."
-                if not isinstance(path, int) and not under(resolve(path), read_roots):
-                    deny(event, path)
-        finally:
-            state["busy"] = False
-
-    def finish(code):
-        for stream in (sys.__stdout__, sys.__stderr__):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
-        os._exit(code)
-
-    sys.addaudithook(hook)
-    report(event="started")
-    namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
-    for stage, source, filename in (("code", cfg["code"], "<answer>"), ("tests", cfg["tests"], "<tests>")):
-        if source is None:
-            continue
-        report(event="stage", stage=stage)
-        try:
-            compiled = compile(source, filename, "exec")
-            exec(compiled, namespace)
-        except BaseException as exc:
-            try:
-                message = str(exc)[:2000]
-            except BaseException:
-                message = "<unprintable exception>"
-            report(event="error", stage=stage, type=type(exc).__name__, message=message)
-            try:
-                import traceback
-                # Hide the bootstrap's own frames: the reader wants the answer's and the tests' lines.
-                te = traceback.TracebackException.from_exception(exc)
-                te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != "<string>"])
-                sys.__stderr__.write("".join(te.format()))
-            except BaseException:
-                pass
-            finish(1)
-    report(event="done")
-    finish(0)
-_sandbox_main()
-'''
+            r = subprocess.run([exe, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"],
+                               capture_output=True, timeout=20)
+            _BWRAP_OK[exe] = None if r.returncode == 0 else (
+                f"bwrap cannot create namespaces here (exit {r.returncode}: "
+                f"{r.stderr.decode('utf-8', 'replace').strip()[:200]})")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _BWRAP_OK[exe] = f"bwrap does not run: {exc}"
+    return _BWRAP_OK[exe]
 
 
 class SandboxOptions(BaseModel):
@@ -245,10 +114,14 @@ class SandboxOptions(BaseModel):
     )
     max_open_files: int = Field(64, ge=16, description="RLIMIT_NOFILE.")
     max_processes: int = Field(
-        0, ge=0, description="RLIMIT_NPROC (counts the user's processes and threads; not enforced for root)."
+        16, ge=1, description="RLIMIT_NPROC: processes and threads of the sandbox's own user namespace."
     )
+    disk_mb: int = Field(64, ge=1, description="Total size of the writable /sandbox tmpfs, in MiB.")
     audit_hook: bool = Field(
-        True, description="Install the blocking audit hook. Only tests of the outer limits turn it off."
+        True, description="Also install the audit hook (defence in depth). Tests of the kernel limits turn it off."
+    )
+    isolation: Literal["bwrap", "none"] | None = Field(
+        None, description="bwrap (namespaces) or none (explicit opt-out); None = $FORMABLATE_SANDBOX or bwrap."
     )
     python: str | None = Field(None, description="Interpreter to run; None = the running interpreter.")
 
@@ -274,6 +147,8 @@ class SandboxResult(BaseModel):
     output_bytes: int = Field(0, ge=0, description="Bytes of stdout+stderr read before the run ended or was cut.")
     blocked: list[str] = Field(default_factory=list, description="Operations the audit hook refused.")
     wall_s: float = Field(0.0, ge=0, description="Wall-clock seconds from spawn to reap.")
+    isolation: Literal["bwrap", "none"] = Field("bwrap", description="How the code was isolated; none = opted out.")
+    calls: int = Field(0, ge=0, description="Requests the tests made into the sandbox.")
 
     @property
     def ok(self) -> bool:
@@ -296,41 +171,147 @@ def _limits(opts: SandboxOptions) -> list[tuple[str, int, int]]:
     ]
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _isolation(opts: SandboxOptions) -> str:
+    mode = opts.isolation or os.environ.get("FORMABLATE_SANDBOX", "").strip().lower() or "bwrap"
+    if mode not in ("bwrap", "none"):
+        raise SandboxUnavailable(f"FORMABLATE_SANDBOX={mode!r}: expected 'bwrap' or 'none'")
+    if mode == "bwrap":
+        why = isolation_available()
+        if why:
+            raise SandboxUnavailable(
+                f"model output cannot be run isolated: {why}; to run it unisolated anyway, set "
+                "FORMABLATE_SANDBOX=none (results then record isolation='none')")
+    return mode
 
 
-def _leader_exited(pid: int) -> bool:
-    # WNOWAIT leaves the zombie in place, so its pid (= the group id) cannot be reused before
-    # the group is killed.
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
+def _bwrap_argv(python: str, opts: SandboxOptions) -> list[str]:
+    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "lib", "lib64", "lib32", "sbin"):
+        p = Path("/") / name
+        if p.is_symlink():
+            argv += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            argv += ["--ro-bind", str(p), str(p)]
+    binds: set[str] = set()
+    real = os.path.realpath(python)
+    for extra in {sys.base_prefix, os.path.dirname(real)}:
+        extra = os.path.realpath(extra)
+        if not extra.startswith("/usr/") and extra != "/usr" and os.path.isdir(extra):
+            binds.add(extra)
+    for extra in sorted(binds):
+        argv += ["--ro-bind", extra, extra]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(opts.disk_mb * 1024 * 1024), "--tmpfs", "/sandbox",
+             "--chdir", "/sandbox", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/sandbox",
+             "--setenv", "TMPDIR", "/sandbox", "--setenv", "LANG", "C.UTF-8",
+             # bwrap's root and /dev are tmpfs mounts of their own (uncapped): read-only, so /sandbox
+             # is the only writable place and the disk cap is a total.
+             "--remount-ro", "/dev", "--remount-ro", "/", "--"]
+    return argv
 
 
-def _await_exit(pid: int, until: float) -> bool:
-    # The pipes close a moment before the process becomes a zombie, so poll briefly.
-    while not _leader_exited(pid):
-        if time.monotonic() >= until:
-            return False
-        time.sleep(0.0005)
-    return True
+class _Output:
+    """Drain stdout/stderr/notes on threads, so a chatty child never blocks; past the cap, kill."""
+
+    def __init__(self, proc: subprocess.Popen, note_r: int, cap: int, kill) -> None:
+        self.cap, self.kill = cap, kill
+        self.data = {"stdout": bytearray(), "stderr": bytearray(), "notes": bytearray()}
+        self.seen = 0
+        self.limited = False
+        self.lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._pump, args=(proc.stdout.fileno(), "stdout"), daemon=True),
+            threading.Thread(target=self._pump, args=(proc.stderr.fileno(), "stderr"), daemon=True),
+            threading.Thread(target=self._pump, args=(note_r, "notes"), daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _pump(self, fd: int, name: str) -> None:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            with self.lock:
+                if name == "notes":
+                    if len(self.data["notes"]) < 64_000:
+                        self.data["notes"] += chunk
+                    continue
+                self.seen += len(chunk)
+                room = self.cap - len(self.data["stdout"]) - len(self.data["stderr"])
+                self.data[name] += chunk[: max(room, 0)]
+                if self.seen > self.cap and not self.limited:
+                    self.limited = True
+                    self.kill()
+
+    def test_print(self, *args: Any, sep: str | None = " ", end: str | None = "\n", **_kw: Any) -> None:
+        """``print`` for the tests (they run in this process): into the run's stdout, not ours."""
+        text = (" " if sep is None else sep).join(str(a) for a in args) + ("\n" if end is None else end)
+        chunk = text.encode("utf-8", "replace")
+        with self.lock:
+            room = self.cap - len(self.data["stdout"]) - len(self.data["stderr"])
+            self.data["stdout"] += chunk[: max(room, 0)]
+
+    def join(self, timeout: float) -> None:
+        for t in self.threads:
+            t.join(timeout)
 
 
-def _remove_tree(path: str) -> None:
-    def _retry(func, p, _exc):
-        try:
-            os.chmod(os.path.dirname(p) or p, 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
+def _line_reader(fd: int, deadline: float, on_timeout):
+    buf = bytearray()
 
-    shutil.rmtree(path, onerror=_retry)
+    def read_line() -> bytes:
+        while True:
+            i = buf.find(b"\n")
+            if i >= 0:
+                line = bytes(buf[:i])
+                del buf[: i + 1]
+                return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                on_timeout()
+                raise _wire.Broken("wall-clock limit")
+            import select
+
+            ready, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise _wire.Broken("the sandboxed process closed the channel (it exited or was killed)")
+            buf.extend(chunk)
+            if len(buf) > _wire.MAX_LINE:
+                raise _wire.Broken("message too long")
+
+    return read_line
+
+
+def _writer(fd: int, deadline: float, on_timeout):
+    import select
+
+    os.set_blocking(fd, False)
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                on_timeout()
+                raise _wire.Broken("wall-clock limit")
+            _, ready, _ = select.select([], [fd], [], min(remaining, 1.0))
+            if not ready:
+                continue
+            try:
+                view = view[os.write(fd, view[:65536]):]
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise _wire.Broken(f"the sandboxed process closed the channel: {exc}") from None
+
+    return write
 
 
 def run_python(
@@ -343,11 +324,12 @@ def run_python(
     max_output_bytes: int | None = None,
     options: SandboxOptions | None = None,
 ) -> SandboxResult:
-    """Run ``code`` (then ``tests``, in the same module namespace) in the sandbox and report the outcome.
+    """Run ``code`` in the sandbox, then ``tests`` in this process against proxies of its names.
 
     Keyword limits override the matching fields of ``options``. The code runs with
     ``__name__ == "__sandbox__"``, so an ``if __name__ == "__main__":`` demo block is not run.
-    Never raises for anything the code does; see the module docstring for what is enforced.
+    Never raises for anything the code does; raises :class:`SandboxUnavailable` when bwrap is
+    missing and isolation was not explicitly turned off.
     """
     opts = options or SandboxOptions()
     overrides = {
@@ -357,195 +339,197 @@ def run_python(
     }
     if overrides:
         opts = SandboxOptions.model_validate({**opts.model_dump(), **overrides})
-    nonce = secrets.token_hex(16)
-    workdir = tempfile.mkdtemp(prefix="harness-sandbox-")
-    os.chmod(workdir, 0o700)
-    status_r, status_w = os.pipe()
-    payload = {
-        "code": code,
-        "tests": tests,
-        "nonce": nonce,
-        "status_fd": status_w,
-        "limits": _limits(opts),
-    }
-    env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-    bootstrap = _BOOTSTRAP if opts.audit_hook else _BOOTSTRAP.replace("    sys.addaudithook(hook)\n", "")
-    argv = [opts.python or sys.executable, "-I", "-S", "-B", "-X", "utf8", "-c", bootstrap]
+    mode = _isolation(opts)
+    python = os.path.realpath(opts.python or sys.executable)  # the venv itself is not mounted, only its interpreter
+    req_r, req_w = os.pipe()    # parent -> child
+    rep_r, rep_w = os.pipe()    # child -> parent
+    note_r, note_w = os.pipe()  # audit-hook notes (evidence only)
+    child_fds = (req_r, rep_w, note_w)
+    script = [python, "-I", "-S", "-B", "-X", "utf8", "-c", _CHILD_SOURCE, str(req_r), str(rep_w), str(note_w)]
+    workdir = None
+    if mode == "bwrap":
+        argv = _bwrap_argv(python, opts) + script
+        cwd = "/"
+    else:
+        import tempfile
+
+        workdir = tempfile.mkdtemp(prefix="formablate-sandbox-")
+        argv, cwd = script, workdir
+    env = {"PATH": "/usr/bin:/bin", "HOME": workdir or "/sandbox", "TMPDIR": workdir or "/sandbox", "LANG": "C.UTF-8"}
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(status_w,),
-            start_new_session=True,
-        )
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=child_fds, start_new_session=True)
     except OSError as exc:
-        os.close(status_r)
-        os.close(status_w)
-        _remove_tree(workdir)
-        return SandboxResult(outcome="setup_error", reason=f"could not start {argv[0]!r}: {exc}")
-    os.close(status_w)
-    try:
-        return _supervise(proc, payload, status_r, opts, start)
-    finally:
-        _kill_group(proc.pid)
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
-        os.close(status_r)
-        _remove_tree(workdir)
+        for fd in (req_r, req_w, rep_r, rep_w, note_r, note_w):
+            os.close(fd)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return SandboxResult(outcome="setup_error", reason=f"could not start {argv[0]!r}: {exc}", isolation=mode)
+    for fd in child_fds:
+        os.close(fd)
+    killed = {"by_us": False}
 
+    def kill() -> None:
+        killed["by_us"] = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
-def _supervise(
-    proc: subprocess.Popen, payload: dict[str, Any], status_r: int, opts: SandboxOptions, start: float
-) -> SandboxResult:
-    assert proc.stdin is not None
-    # The job goes in through the same loop, so a child that never reads it cannot block the parent.
-    pending = memoryview(json.dumps(payload).encode("utf-8"))
-    os.set_blocking(proc.stdin.fileno(), False)
-    out = {"stdout": bytearray(), "stderr": bytearray(), "status": bytearray()}
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdin, selectors.EVENT_WRITE, "stdin")
-    sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-    sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-    sel.register(status_r, selectors.EVENT_READ, "status")
+    output = _Output(proc, note_r, opts.max_output_bytes, kill)
     deadline = start + opts.timeout_s
-    timed_out = output_limited = False
-    seen = 0
-    while sel.get_map():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            break
-        events = sel.select(timeout=min(remaining, 0.05))
-        if not events and _leader_exited(proc.pid):
-            # The leader is gone but something still holds a pipe: kill the group, then drain.
-            _kill_group(proc.pid)
-            deadline = min(deadline, time.monotonic() + 0.5)
-        for key, _ in events:
-            fd = key.fileobj if isinstance(key.fileobj, int) else key.fileobj.fileno()
-            if key.data == "stdin":
-                try:
-                    pending = pending[os.write(fd, pending[:65536]):]
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    pending = pending[:0]  # the child died before reading its job; its status says so
-                if not pending:
-                    sel.unregister(proc.stdin)
-                    proc.stdin.close()
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                sel.unregister(key.fileobj)
-                continue
-            if key.data == "status":
-                if len(out["status"]) < 1_000_000:
-                    out["status"] += chunk
-                continue
-            seen += len(chunk)
-            room = opts.max_output_bytes - len(out["stdout"]) - len(out["stderr"])
-            out[key.data] += chunk[: max(room, 0)]
-            if seen > opts.max_output_bytes:
-                output_limited = True
-        if output_limited:
-            break
-    sel.close()
-    # Normally every pipe closes because the process exited; if it is still alive here it
-    # closed its own streams, ran out the clock or flooded the output, and the kill is ours.
-    killed_by_us = timed_out or output_limited or not _await_exit(proc.pid, min(deadline, time.monotonic() + 1.0))
-    _kill_group(proc.pid)
-    returncode = proc.wait()
+    timed_out = {"v": False}
+
+    def on_timeout() -> None:
+        timed_out["v"] = True
+        kill()
+
+    ep = _wire.Endpoint("p", rep_r, req_w, public_only=True, reader=_line_reader(rep_r, deadline, on_timeout),
+                        writer=_writer(req_w, deadline, on_timeout))
+    try:
+        verdict = _judge(ep, code, tests, opts, output)
+    finally:
+        os.close(req_w)  # end of requests: a well-behaved child flushes and exits
+        try:
+            proc.wait(timeout=0.5 if not (timed_out["v"] or output.limited) else 0)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing outlives a run (bwrap's pid 1 takes its namespace)
+        except (ProcessLookupError, PermissionError):
+            pass
+        returncode = proc.wait()
+        output.join(2.0)
+        for fd in (rep_r, note_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
     wall = time.monotonic() - start
-    records = []
-    for line in out["status"].decode("utf-8", "replace").splitlines():
+    return _result(verdict, returncode, timed_out["v"], output, killed["by_us"], wall, opts, mode, ep.calls)
+
+
+def _judge(ep: _wire.Endpoint, code: str, tests: str | None, opts: SandboxOptions, output: _Output) -> dict[str, Any]:
+    """Send the job, wait for the answer's names, run the tests here. Returns what happened."""
+    try:
+        ep.send({"code": code, "limits": _limits(opts), "audit_hook": opts.audit_hook})
+        if ep.recv().get("started") is not True:
+            return {"stage": None, "setup": "the sandboxed interpreter did not start its bootstrap"}
+    except _wire.Broken as exc:
+        return {"stage": None, "setup": f"the sandboxed interpreter did not start: {exc}"}
+    try:
+        msg = ep.recv()
+    except _wire.Broken as exc:
+        return {"stage": "code", "broken": str(exc)}
+    if "code_error" in msg and type(msg["code_error"]) is dict:
+        err = msg["code_error"]
+        return {"stage": "code", "error": (str(err.get("type"))[:100], str(err.get("msg"))[:2000])}
+    if type(msg.get("ready")) is not dict:
+        return {"stage": "code", "broken": "the sandboxed process sent no list of names"}
+    try:
+        names = {str(k): ep.decode(v) for k, v in msg["ready"].items()}
+    except _wire.Broken as exc:
+        return {"stage": "code", "broken": str(exc)}
+    if tests is None:
+        return {"stage": "code", "passed": True}
+    # The tests run in this process, concurrently with other checks, so they get a private os.environ
+    # (through their own `import os`); what they set or delete there is mirrored into the sandbox with
+    # each request. The harness's own environment is neither changed nor sent.
+    env: dict[str, str] = dict(os.environ)
+    base = dict(env)
+    os_view = types.ModuleType("os")
+    os_view.__dict__.update(os.__dict__)
+    os_view.environ = env  # type: ignore[attr-defined]
+    os_view.getenv = lambda key, default=None: env.get(key, default)  # type: ignore[attr-defined]
+    os_view.putenv = lambda key, value: env.__setitem__(key, value)  # type: ignore[attr-defined]
+    os_view.unsetenv = lambda key: env.pop(key, None)  # type: ignore[attr-defined]
+    real_import = builtins.__import__
+
+    def test_import(name, globals=None, locals=None, fromlist=(), level=0):
+        module = real_import(name, globals, locals, fromlist, level)
+        if level == 0 and (name == "os" or (name.startswith("os.") and not fromlist)):
+            return os_view
+        return module
+
+    test_builtins = dict(vars(builtins))
+    test_builtins.update(__import__=test_import, print=output.test_print)
+    namespace: dict[str, Any] = {"__name__": "__tests__", "__builtins__": test_builtins}
+    namespace.update({k: v for k, v in names.items() if k.isidentifier() and not hasattr(builtins, k)})
+
+    def env_changes() -> dict[str, str | None]:
+        keys = {k for k in env if base.get(k) != env[k]} | {k for k in base if k not in env}
+        return {k: env.get(k) for k in keys}
+
+    ep.env_source = env_changes
+    try:
+        exec(compile(tests, "<tests>", "exec"), namespace)
+    except _wire.Broken as exc:
+        return {"stage": "tests", "broken": str(exc)}
+    except BaseException as exc:  # noqa: BLE001 - a failing test is a verdict, whatever it raises
+        if ep.broken:
+            return {"stage": "tests", "broken": ep.broken}
+        te = traceback.TracebackException.from_exception(exc)
+        te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename == "<tests>"])
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and rec.get("nonce") == payload["nonce"]:
-            records.append(rec)
-    return _verdict(records, returncode, timed_out, output_limited, killed_by_us, out, seen, wall, opts)
+            message = str(exc)[:2000]
+        except BaseException:  # noqa: BLE001
+            message = "<unprintable exception>"
+        return {"stage": "tests", "error": (type(exc).__name__, message), "trace": "".join(te.format())}
+    if ep.broken:  # a test swallowed the channel's failure (bare except): still a failure
+        return {"stage": "tests", "broken": ep.broken}
+    return {"stage": "tests", "passed": True}
 
 
-def _verdict(
-    records: list[dict[str, Any]],
-    returncode: int,
-    timed_out: bool,
-    output_limited: bool,
-    killed_by_us: bool,
-    out: dict[str, bytearray],
-    seen: int,
-    wall: float,
-    opts: SandboxOptions,
-) -> SandboxResult:
-    stage = None
-    error = None
-    done = started = False
-    blocked: list[str] = []
-    for rec in records:
-        event = rec.get("event")
-        if event == "started":
-            started = True
-        elif event == "stage":
-            stage = rec.get("stage")
-        elif event == "error":
-            error = rec
-        elif event == "done":
-            done = True
-        elif event == "blocked":
-            blocked.append(f"{rec.get('what')}: {rec.get('detail')}")
+def _result(verdict: dict[str, Any], returncode: int, timed_out: bool, output: _Output, killed_by_us: bool,
+            wall: float, opts: SandboxOptions, mode: str, calls: int) -> SandboxResult:
+    stage = verdict.get("stage")
+    # bwrap reports a child killed by signal N as exit status 128 + N.
+    sig_no = -returncode if returncode < 0 else (returncode - 128 if mode == "bwrap" and returncode > 128 else None)
     sig = None
-    if returncode < 0:
+    if sig_no:
         try:
-            sig = signal.Signals(-returncode).name
+            sig = signal.Signals(sig_no).name
         except ValueError:
-            sig = str(-returncode)
+            sig = str(sig_no)
+    blocked = [line for line in output.data["notes"].decode("utf-8", "replace").splitlines() if line][:50]
+    stderr = output.data["stderr"].decode("utf-8", "replace")
+    if verdict.get("trace"):
+        stderr = (stderr + verdict["trace"])[-opts.max_output_bytes:]
     common = dict(
         stage=stage,
         returncode=returncode,
         signal=sig,
-        stdout=out["stdout"].decode("utf-8", "replace"),
-        stderr=out["stderr"].decode("utf-8", "replace"),
-        output_bytes=seen,
+        stdout=output.data["stdout"].decode("utf-8", "replace"),
+        stderr=stderr,
+        output_bytes=output.seen,
         blocked=blocked,
         wall_s=round(wall, 4),
+        isolation=mode,
+        calls=calls,
     )
     if timed_out:
         return SandboxResult(outcome="timeout", reason=f"killed after the {opts.timeout_s:g} s wall-clock limit", **common)
-    if output_limited:
+    if output.limited:
         return SandboxResult(
             outcome="output_limit", reason=f"killed after more than {opts.max_output_bytes} bytes of output", **common
         )
-    if killed_by_us:
-        return SandboxResult(
-            outcome="crashed", reason="closed its output streams while still running; killed", **common
-        )
-    if sig == "SIGXCPU" or sig == "SIGKILL":
-        # A SIGKILL we did not send comes from the hard RLIMIT_CPU (soft limit + 1 s).
-        return SandboxResult(outcome="cpu_limit", reason="killed by the CPU-time limit", **common)
-    if not started:
-        return SandboxResult(
-            outcome="setup_error",
-            reason=f"sandbox bootstrap did not start (exit {returncode}): {common['stderr'][-300:]!r}",
-            **common,
-        )
-    if error is not None:
-        return SandboxResult(
-            outcome="error",
-            reason=f"{error.get('type')} in {error.get('stage')}: {str(error.get('message'))[:200]}",
-            error_type=error.get("type"),
-            error_message=error.get("message"),
-            **common,
-        )
-    if done and returncode == 0:
-        return SandboxResult(outcome="ok", reason="ran to the end", **common)
-    how = f"signal {sig}" if sig else f"exit status {returncode}"
-    return SandboxResult(
-        outcome="crashed", reason=f"process ended ({how}) during stage {stage!r} before finishing", **common
-    )
+    if "setup" in verdict:
+        return SandboxResult(outcome="setup_error", reason=f"{verdict['setup']} (exit {returncode}): "
+                             f"{common['stderr'][-300:]!r}", **common)
+    if "broken" in verdict:
+        if not killed_by_us and sig in ("SIGXCPU", "SIGKILL"):
+            # A SIGKILL we did not send comes from the hard RLIMIT_CPU (soft limit + 1 s).
+            return SandboxResult(outcome="cpu_limit", reason="killed by the CPU-time limit", **common)
+        how = f"signal {sig}" if sig else f"exit status {returncode}"
+        return SandboxResult(outcome="crashed", reason=f"{verdict['broken']} ({how}) during the {stage}", **common)
+    if "error" in verdict:
+        etype, message = verdict["error"]
+        return SandboxResult(outcome="error", reason=f"{etype} in {stage}: {message[:200]}", error_type=etype,
+                             error_message=message, **common)
+    return SandboxResult(outcome="ok", reason="ran to the end", **common)

@@ -102,7 +102,7 @@ def test_records_torn_last_line_is_redone(tmp_path):
     partial = tmp_path / "judgments" / "j1.partial.jsonl"
     partial.parent.mkdir(parents=True)
     partial.write_text(
-        json.dumps({"_harness_partial_key": "j1"}) + "\n" + json.dumps({"item_id": "a", "v": 1}) + '\n{"item_id": "b", "v'
+        json.dumps({"_harness_partial_key": "j1"}) + "\n" + json.dumps(_hashed({"item_id": "a", "v": 1})) + '\n{"item_id": "b", "v'
     )
     records, produced = cache.get_records("judgments", "j1", ["a", "b"], lambda m: ({"item_id": i, "v": 2} for i in m))
     assert produced == 1 and records == [{"item_id": "a", "v": 1}, {"item_id": "b", "v": 2}]
@@ -159,3 +159,9 @@ def test_two_processes_build_once(tmp_path):
         results = pool.starmap(_build_in_process, [(str(tmp_path / "c"), str(counter))] * 2)
     assert results == ["ok", "ok"]
     assert counter.read_text().count("built") == 1
+
+
+def _hashed(rec):
+    from formablate.cache import _LINE_HASH, _line_hash
+
+    return {**rec, _LINE_HASH: _line_hash(rec)}

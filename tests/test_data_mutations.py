@@ -26,6 +26,7 @@ def pilot_copy(tmp_path_factory) -> Path:
     (root / "canonical").mkdir()
     for suffix in (".jsonl", ".manifest.yaml"):
         shutil.copy(REPO / "data" / "canonical" / f"{NAME}{suffix}", root / "canonical" / f"{NAME}{suffix}")
+    shutil.copy(REPO / "data" / "canonical" / "reasoning_checks.py", root / "canonical" / "reasoning_checks.py")
     return root
 
 

@@ -12,13 +12,17 @@ whose ``python_tests`` run in the sandboxed subprocess with a timeout; a rewrite
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import math
 import os
+import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from typing import Any
 
 from formablate.data.constraints import JsonExpected, PythonTests
@@ -325,4 +329,115 @@ def reference_constraints(ev: EvalSet, checker: Checker | None = None) -> RuleRe
         if not ok:
             res.fail(ev.path, line, "reference_constraints",
                      f"{p.id}: found the reference failing {c.kind} ({reason}), expected it to meet every constraint")
+    return res
+
+
+# --- reasoning: recomputed, not trusted ---------------------------------------------------------
+
+_NUM = r"-?\d+(?:,\d{3})*(?:\.\d+)?"
+_OP = r"[+\-\u2212\u00d7x*/\u00f7]"
+_EQUATION = re.compile(
+    rf"(?<![\w.^/])({_NUM}(?:\s*{_OP}\s*{_NUM})+)\s*=\s*\$?({_NUM})(?![\w.]*\d)(?!\s*[\u00d7x*/\u00f7+^])"
+)
+
+
+def _evaluate(expr: str) -> Fraction | None:
+    """The value of a written ``a op b op c`` (usual precedence), exactly; None when it is not arithmetic."""
+    text = expr.replace(",", "").replace("\u00d7", "*").replace("\u00f7", "/").replace("\u2212", "-")
+    text = re.sub(r"(?<=\d)\s*x\s*(?=-?\d)", "*", text)
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return None
+
+    def ev(node: ast.AST) -> Fraction:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return Fraction(str(node.value))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            a, b = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Add):
+                return a + b
+            if isinstance(node.op, ast.Sub):
+                return a - b
+            if isinstance(node.op, ast.Mult):
+                return a * b
+            if b == 0:
+                raise ZeroDivisionError
+            return a / b
+        raise ValueError(type(node).__name__)
+
+    try:
+        return ev(tree.body)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def arithmetic(ds: DatasetContext) -> RuleResult:
+    """Every written equation ``a op b = c`` in a reasoning answer is right (recomputed, to the stated precision)."""
+    res = RuleResult()
+    checked = 0
+    for line, ex in ds.canonical.examples:
+        if ex.domain != "reasoning":
+            continue
+        for k, xc in enumerate(ex.exchanges):
+            for m in _EQUATION.finditer(xc.answer):
+                value = _evaluate(m.group(1))
+                if value is None:
+                    continue
+                stated = m.group(2).replace(",", "")
+                decimals = len(stated.split(".")[1]) if "." in stated else 0
+                checked += 1
+                # a result written with d decimals may be rounded: within half a unit of the last digit
+                if abs(value - Fraction(stated)) > Fraction(1, 2 * 10 ** decimals):
+                    res.fail(ds.canonical_path, line, "arithmetic",
+                             f"{ex.id} exchange {k}: found {m.group(0).strip()!r}, expected {m.group(1).strip()} = "
+                             f"{float(value):g}")
+    res.notes.append(f"{ds.canonical_path.name}: {checked} written equations in reasoning answers recomputed")
+    return res
+
+
+def _reasoning_checks(ds: DatasetContext) -> Any:
+    path = ds.canonical_path.parent / "reasoning_checks.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(f"reasoning_checks_{abs(hash(str(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def reasoning_check(ds: DatasetContext) -> RuleResult:
+    """Every reasoning final answer equals its independent recomputation in ``reasoning_checks.py`` beside the file."""
+    from formablate.data.constraints import FinalAnswer
+
+    res = RuleResult()
+    module = _reasoning_checks(ds)
+    checks = getattr(module, "CHECKS", {}) if module is not None else {}
+    for line, ex in ds.canonical.examples:
+        if ex.domain != "reasoning":
+            continue
+        for k, xc in enumerate(ex.exchanges):
+            for c in xc.constraints:
+                if not isinstance(c, FinalAnswer):
+                    continue
+                key = f"{ex.id}#{k}"
+                if key not in checks:
+                    res.fail(ds.canonical_path, line, "reasoning_check",
+                             f"{ex.id} exchange {k}: found no independent check {key!r} in reasoning_checks.py, "
+                             "expected one for every reasoning answer")
+                    continue
+                computed = checks[key]()
+                if isinstance(computed, str):
+                    ok = computed.strip().lower() in {c.value.strip().lower(), *(a.strip().lower() for a in c.aliases)}
+                else:
+                    try:
+                        ok = math.isclose(float(computed), float(c.value), abs_tol=max(c.tolerance, 1e-9))
+                    except ValueError:
+                        ok = False
+                if not ok:
+                    res.fail(ds.canonical_path, line, "reasoning_check",
+                             f"{ex.id} exchange {k}: found final_answer {c.value!r}, expected {computed!r}")
     return res

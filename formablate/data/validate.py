@@ -77,6 +77,8 @@ RULES: tuple[Rule, ...] = (
     Rule("constraints", "dataset", canon.constraints),
     Rule("python_tests", "dataset", canon.python_tests),
     Rule("json_parses", "dataset", canon.json_parses),
+    Rule("arithmetic", "dataset", canon.arithmetic),
+    Rule("reasoning_check", "dataset", canon.reasoning_check),
     Rule("gamefaq_grounding", "dataset", canon.gamefaq_grounding),
     Rule("prompt_diversity", "dataset", overlap.prompt_diversity),
     Rule("exact_duplicate", "dataset", overlap.exact_duplicate),

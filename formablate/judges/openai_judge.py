@@ -453,6 +453,20 @@ class OpenAIJudge:
         by_index = dict(self._run_pool(list(enumerate(items)), lambda it: self.judge(*it[1]), key=lambda it: it[0]))
         return [by_index[i] for i in range(len(items))]
 
+    def _count_reask(self, pred):
+        """``pred`` that also counts the distinct records it sends back to be asked again (results show it)."""
+        seen: set[str] = set()
+
+        def wrapped(rec: dict[str, Any]) -> bool:
+            if pred(rec):
+                if rec.get("item_id") not in seen:
+                    seen.add(rec.get("item_id"))
+                    self.reasked_pairwise = getattr(self, "reasked_pairwise", 0) + 1
+                return True
+            return False
+
+        return wrapped
+
     def judge_outputs(
         self,
         prompts: Sequence[EvalPrompt],
@@ -577,7 +591,7 @@ class OpenAIJudge:
                 "n": len(items)}
         records, produced = cache.get_records(
             PAIRWISE_KIND, cache_key(material), [p.id for p in prompts], produce, meta=meta,
-            retry=_undecided if refill_unscored else None,
+            retry=self._count_reask(_undecided) if refill_unscored else None,
         )
         log.info("compared %s vs %s on %d prompts with %s: %d requested now", model_a, model_b, len(records),
                  self.judge_id, produced)

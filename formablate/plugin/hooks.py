@@ -100,6 +100,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(config.stash[SESSION_KEY], "harness-session")
     if not config.pluginmanager.has_plugin("formablate.plugin.fixtures"):
         config.pluginmanager.import_plugin("formablate.plugin.fixtures")
+    if config.getoption("experiment", None) is not None:  # a bad --experiment is one usage line, exit 4
+        from formablate.config import check_inputs
+        from formablate.errors import HarnessError
+
+        try:
+            cfg = config.stash[SESSION_KEY].experiment_config()
+            if cfg is not None:
+                check_inputs(cfg)
+        except HarnessError as exc:
+            raise pytest.UsageError(str(exc).splitlines()[0]) from None
 
 
 def _declared_experiment(config: pytest.Config, path: Path) -> Path | None:
