@@ -163,6 +163,7 @@ def fit_adapter(
     *,
     progress: bool = True,
     padding_free: bool | None = None,
+    callbacks: list | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train a LoRA adapter on ``base`` (modified in place) and return ``(peft_model, metrics)``.
 
@@ -241,7 +242,7 @@ def fit_adapter(
                 train_dataset=dataset,
                 processing_class=tokenizer,
                 peft_config=lora,
-                callbacks=[progress_cb],
+                callbacks=[progress_cb, *(callbacks or [])],
             )
         trainer.remove_callback(PrinterCallback)
         if padding_free:
