@@ -19,6 +19,15 @@
     ``make experiment`` runs, into the repository's own (empty) cache, and leaves its report in
     ``reports/`` (how the committed report and figures were made, from a fresh clone).
 
+(d) Dose-response (``benchmarks/dose_response.py``): adapters after 8 / 32 / 75 steps of batch 4 for
+    ``bad_format_control`` and ``structured_terse``: reply length, slop rate and KL vs the base.
+
+A top-level ``summary`` holds the headline ratios (``train_fraction_of_limit``, ``train_vs_trl``,
+``generate_vs_loop``, ``cold_seconds``, ``warm_seconds``) and the load they were measured under. The
+training fraction is useful FLOP/s (:func:`flop_model`) over the peak of a bf16 matmul probe run in
+the same process before and after (a).
+
+    .venv/bin/python benchmarks/bench.py --skip-experiment        # (a), (b), (d)
     .venv/bin/python benchmarks/bench.py                          # everything: ~35 min on 2 CPU cores
     .venv/bin/python benchmarks/bench.py --only train,generate    # ~5 min
     .venv/bin/python benchmarks/bench.py --only experiment --cache .cache/formablate  # warm only, on a filled cache
@@ -70,7 +79,7 @@ from formablate.models.sft_data import load_sft_dataset  # noqa: E402
 __all__ = ["main"]
 
 REPO = find_repo_root(Path(__file__).resolve().parent)
-SECTIONS = ("train", "generate", "experiment")
+SECTIONS = ("train", "generate", "experiment", "dose")
 _SCRATCH: list[Cache] = []  # with --in-place, (a) and (b) convert the model here, leaving the repo's cache empty
 
 
@@ -113,6 +122,9 @@ def _throughput(label: str, tokens: list[int], step_seconds: list[float], wall: 
         "steady_tok_s": round(sum(tokens[1:]) / steady_s, 1) if steady_s > 0 else None,
         "median_s_per_step": round(statistics.median(step_seconds[1:] or step_seconds), 2),
         "cpu_per_wall": round(cpu / wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        # tokens per process-CPU second: what a contended wall clock cannot show (the machine is shared)
+        "tok_per_cpu_s": round(sum(tokens) / cpu, 1) if cpu > 0 else None,
         "settings": settings,
     }
 
@@ -246,6 +258,8 @@ def bench_train(arms: list[str], steps: int, batch_size: int) -> list[dict]:
         plain = train_plain(cfg, arm)
         harness = train_harness(cfg, arm)
         harness["ratio"] = round(harness["tok_s"] / plain["tok_s"], 2)
+        if harness.get("tok_per_cpu_s") and plain.get("tok_per_cpu_s"):
+            harness["cpu_ratio"] = round(harness["tok_per_cpu_s"] / plain["tok_per_cpu_s"], 2)
         harness["steady_ratio"] = (round(harness["steady_tok_s"] / plain["steady_tok_s"], 2)
                                    if harness["steady_tok_s"] and plain["steady_tok_s"] else None)
         rows += [plain, harness]
@@ -368,6 +382,9 @@ def summary_object(result: dict) -> dict:
     out = {
         "train_fraction_of_limit": round(min(fr), 3) if fr else None,  # the worst arm, whole train() call
         "train_steady_fraction_of_limit": round(min(sfr), 3) if sfr else None,
+        "train_fraction_of_limit_cpu": min((r["fraction_of_limit_cpu"] for r in harness
+                                            if "fraction_of_limit_cpu" in r), default=None),
+        "train_vs_trl_cpu": min((r["cpu_ratio"] for r in harness if "cpu_ratio" in r), default=None),
         "train_vs_trl": min(r["ratio"] for r in harness) if harness else None,
         "generate_vs_loop": next((r["ratio"] for r in gen if "ratio" in r), None),
         "generate_vs_today": next((r["vs_today"] for r in gen if "vs_today" in r), None),
@@ -422,9 +439,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--in-place", action="store_true",
                     help="(c) exactly `make experiment`: the repository's own (empty) cache and report directory")
     ap.add_argument("--echo", action="store_true", help="stream the cold experiment's output (progress bars)")
+    ap.add_argument("--skip-experiment", action="store_true",
+                    help="leave out (c), the cold and warm default study (the lead runs it separately)")
+    ap.add_argument("--dose-steps", default="8,32,75", help="(d) step counts of the dose-response table")
+    ap.add_argument("--dose-arms", default="bad_format_control,structured_terse", help="(d) arms")
+    ap.add_argument("--dose-prompts", type=int, default=32, help="(d) eval prompts per model")
     ap.add_argument("--out", default=None, help="also write every figure as JSON here")
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if args.skip_experiment:
+        only = [s for s in only if s != "experiment"]
     if unknown := set(only) - set(SECTIONS):
         ap.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
     _Clock.wait_s = args.wait_idle
@@ -446,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in result["train"]:
             if "useful_gflops_per_s" in row:
                 row["fraction_of_limit"] = round(row["useful_gflops_per_s"] / peak, 3)
+                # the same per CPU second against the probe's per-thread peak: robust to other processes' load
+                per_thread = peak / max(p["threads"] for p in result["matmul_peak"])
+                row["fraction_of_limit_cpu"] = round(row["useful_gflop"] / row["cpu_seconds"] / per_thread, 3)
                 if row.get("steady_useful_gflops_per_s"):
                     row["steady_fraction_of_limit"] = round(row["steady_useful_gflops_per_s"] / peak, 3)
     if "generate" in only:
@@ -456,6 +483,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-experiment-") as work:
             result["experiment"] = bench_experiment(Path(work), Path(args.cache).resolve() if args.cache else None,
                                                     args.echo, in_place=args.in_place)
+    if "dose" in only:
+        print("(d) dose-response: steps x arm -> reply length, slop, KL vs base", file=sys.stderr, flush=True)
+        from dose_response import run as dose_run
+        from dose_response import table as dose_table
+
+        result["dose_response"] = dose_run([a.strip() for a in args.dose_arms.split(",")],
+                                           sorted(int(x) for x in args.dose_steps.split(",")), args.dose_prompts)
+        result["dose_response"]["table"] = dose_table(result["dose_response"])
     result["load_average_at_end"] = round(os.getloadavg()[0], 2)
     result["summary"] = summary_object(result)
     print(summary(result))
