@@ -19,6 +19,15 @@
     ``make experiment`` runs, into the repository's own (empty) cache, and leaves its report in
     ``reports/`` (how the committed report and figures were made, from a fresh clone).
 
+(d) Dose-response (``benchmarks/dose_response.py``): adapters after 8 / 32 / 75 steps of batch 4 for
+    ``bad_format_control`` and ``structured_terse``: reply length, slop rate and KL vs the base.
+
+A top-level ``summary`` holds the headline ratios (``train_fraction_of_limit``, ``train_vs_trl``,
+``generate_vs_loop``, ``cold_seconds``, ``warm_seconds``) and the load they were measured under. The
+training fraction is useful FLOP/s (:func:`flop_model`) over the peak of a bf16 matmul probe run in
+the same process before and after (a).
+
+    .venv/bin/python benchmarks/bench.py --skip-experiment        # (a), (b), (d)
     .venv/bin/python benchmarks/bench.py                          # everything: ~35 min on 2 CPU cores
     .venv/bin/python benchmarks/bench.py --only train,generate    # ~5 min
     .venv/bin/python benchmarks/bench.py --only experiment --cache .cache/formablate  # warm only, on a filled cache
@@ -70,7 +79,7 @@ from formablate.models.sft_data import load_sft_dataset  # noqa: E402
 __all__ = ["main"]
 
 REPO = find_repo_root(Path(__file__).resolve().parent)
-SECTIONS = ("train", "generate", "experiment")
+SECTIONS = ("train", "generate", "experiment", "dose")
 _SCRATCH: list[Cache] = []  # with --in-place, (a) and (b) convert the model here, leaving the repo's cache empty
 
 
@@ -85,9 +94,16 @@ class _StepTokens(fit_mod._Counter):
     def __init__(self, step):
         super().__init__(step)
         self.per_call: list[int] = []
+        self.doc_lengths: list[int] = []
 
     def __call__(self, model, inputs, *args, **kwargs):
         before = self.tokens
+        pos = inputs.get("position_ids")
+        if inputs.get("attention_mask") is None and pos is not None:
+            starts = (pos[0] == 0).nonzero().flatten().tolist() + [pos.shape[1]]
+            self.doc_lengths += [b - a for a, b in zip(starts, starts[1:])]
+        else:
+            self.doc_lengths += [int(x) for x in inputs["attention_mask"].sum(-1)]
         out = super().__call__(model, inputs, *args, **kwargs)
         self.per_call.append(self.tokens - before)
         return out
@@ -106,6 +122,9 @@ def _throughput(label: str, tokens: list[int], step_seconds: list[float], wall: 
         "steady_tok_s": round(sum(tokens[1:]) / steady_s, 1) if steady_s > 0 else None,
         "median_s_per_step": round(statistics.median(step_seconds[1:] or step_seconds), 2),
         "cpu_per_wall": round(cpu / wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        # tokens per process-CPU second: what a contended wall clock cannot show (the machine is shared)
+        "tok_per_cpu_s": round(sum(tokens) / cpu, 1) if cpu > 0 else None,
         "settings": settings,
     }
 
@@ -137,9 +156,17 @@ def train_harness(cfg: ExperimentConfig, arm_name: str) -> dict:
     settings = {"weights": str(base.dtype).removeprefix("torch."), "precision": metrics["precision"],
                 "optimizer": cfg.train.optimizer, "activation_checkpointing": metrics["activation_checkpointing"],
                 "loss_on": metrics["loss_on"], "trainable_parameters": metrics["trainable_parameters"]}
+    settings["padding_free"] = metrics["padding_free"]
     row = _throughput(f"harness fit_adapter [{arm_name}]", counters[-1].per_call, metrics["step_seconds"],
                       metrics["wall_seconds"], sum(metrics["step_cpu_seconds"]), settings)
     row.update(load_at_start=round(clock.load, 2), others_busy_before=clock.busy_before)
+    flops = useful_flops(flop_model(base.model), counters[-1].doc_lengths, metrics["loss_tokens_seen"])
+    row["useful_gflop"] = round(flops / 1e9, 1)
+    row["useful_gflops_per_s"] = round(flops / 1e9 / metrics["wall_seconds"], 1)
+    steady = sum(metrics["step_seconds"][1:])
+    if steady > 0:  # the first step's share of the FLOPs by its token share
+        share = sum(counters[-1].per_call[1:]) / max(sum(counters[-1].per_call), 1)
+        row["steady_useful_gflops_per_s"] = round(flops * share / 1e9 / steady, 1)
     return row
 
 
@@ -181,6 +208,49 @@ def train_plain(cfg: ExperimentConfig, arm_name: str) -> dict:
     return row
 
 
+def matmul_peak(dtype=torch.bfloat16, n: int = 2048, seconds: float = 3.0) -> dict:
+    """Peak matmul GFLOP/s of this machine right now (square ``n`` x ``n`` products, best of 1-s windows).
+
+    The compute limit the training fraction is measured against: the best a dense product reaches on
+    these cores with this torch build, so the fraction is a lower bound on how far the step is from it.
+    """
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0, reps = time.perf_counter(), 0
+        while time.perf_counter() - t0 < 1.0:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+    return {"dtype": str(dtype).removeprefix("torch."), "n": n, "gflops": round(best, 1),
+            "load": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads()}
+
+
+def flop_model(model) -> dict:
+    """Useful FLOPs of one trained token of a LoRA run with a frozen base (what the fraction counts).
+
+    Per token: forward 2 x P_blocks (the decoder's linear layers) and backward 2 x P_blocks (input
+    gradients only: the base weights are frozen; LoRA's own weight gradients are < 1 % and ignored), i.e.
+    4 x P_blocks; the LM head (V x d) forward and backward, 4 x V x d, only on supervised positions (TRL's
+    fused head projects nothing else); attention 3 x 2 x d x L per layer per token for a document of L
+    tokens (QK^T and PV, causal half, backward twice the forward). Padding and recomputation are not useful.
+    """
+    cfg = model.config
+    blocks = sum(p.numel() for n, p in model.named_parameters() if ".layers." in n and p.dim() == 2
+                 and "lora_" not in n)
+    return {"block_linear_params": blocks, "vocab_x_hidden": cfg.vocab_size * cfg.hidden_size,
+            "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size,
+            "per_token": "4*P_blocks + 6*layers*hidden*L_doc (+ 4*V*d per supervised token)"}
+
+
+def useful_flops(fm: dict, doc_lengths: list[int], supervised: int) -> float:
+    tokens = sum(doc_lengths)
+    attn = sum(6 * fm["layers"] * fm["hidden"] * n * n for n in doc_lengths)  # sum over tokens of 6*l*d*L_doc
+    return 4 * fm["block_linear_params"] * tokens + attn + 4 * fm["vocab_x_hidden"] * supervised
+
+
 def bench_train(arms: list[str], steps: int, batch_size: int) -> list[dict]:
     cfg = _bench_config(steps, batch_size)
     rows = []
@@ -188,6 +258,8 @@ def bench_train(arms: list[str], steps: int, batch_size: int) -> list[dict]:
         plain = train_plain(cfg, arm)
         harness = train_harness(cfg, arm)
         harness["ratio"] = round(harness["tok_s"] / plain["tok_s"], 2)
+        if harness.get("tok_per_cpu_s") and plain.get("tok_per_cpu_s"):
+            harness["cpu_ratio"] = round(harness["tok_per_cpu_s"] / plain["tok_per_cpu_s"], 2)
         harness["steady_ratio"] = (round(harness["steady_tok_s"] / plain["steady_tok_s"], 2)
                                    if harness["steady_tok_s"] and plain["steady_tok_s"] else None)
         rows += [plain, harness]
@@ -298,6 +370,34 @@ def _machine() -> dict:
             **{pkg: md.version(pkg) for pkg in ("torch", "transformers", "trl", "peft")}}
 
 
+def summary_object(result: dict) -> dict:
+    """The headline ratios (None where the section was not run), with the load they were measured under."""
+    harness = [r for r in result.get("train", []) if r["run"].startswith("harness")]
+    gen = result.get("generate") or []
+    exp = result.get("experiment") or []
+    cold = next((r["seconds"] for r in exp if r["run"].startswith("cold")), None)
+    warm = next((r["seconds"] for r in exp if r["run"] == "warm: pytest experiments"), None)
+    fr = [r["fraction_of_limit"] for r in harness if "fraction_of_limit" in r]
+    sfr = [r["steady_fraction_of_limit"] for r in harness if "steady_fraction_of_limit" in r]
+    out = {
+        "train_fraction_of_limit": round(min(fr), 3) if fr else None,  # the worst arm, whole train() call
+        "train_steady_fraction_of_limit": round(min(sfr), 3) if sfr else None,
+        "train_fraction_of_limit_cpu": min((r["fraction_of_limit_cpu"] for r in harness
+                                            if "fraction_of_limit_cpu" in r), default=None),
+        "train_vs_trl_cpu": min((r["cpu_ratio"] for r in harness if "cpu_ratio" in r), default=None),
+        "train_vs_trl": min(r["ratio"] for r in harness) if harness else None,
+        "generate_vs_loop": next((r["ratio"] for r in gen if "ratio" in r), None),
+        "generate_vs_today": next((r["vs_today"] for r in gen if "vs_today" in r), None),
+        "cold_seconds": cold,
+        "warm_seconds": warm,
+        "matmul_peak_gflops": max((p["gflops"] for p in result.get("matmul_peak", [])), default=None),
+        "load_average_start_end": [result.get("load_average_at_start"), result.get("load_average_at_end")],
+    }
+    if dose := result.get("dose_response"):
+        out["dose_response_steps"] = sorted({r["steps"] for r in dose["rows"]})
+    return out
+
+
 def summary(result: dict) -> str:
     """The ratio table: one line per comparison."""
     lines = [f"{'measure':46} {'baseline':>22} {'harness':>22} {'ratio':>7}"]
@@ -339,9 +439,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--in-place", action="store_true",
                     help="(c) exactly `make experiment`: the repository's own (empty) cache and report directory")
     ap.add_argument("--echo", action="store_true", help="stream the cold experiment's output (progress bars)")
+    ap.add_argument("--skip-experiment", action="store_true",
+                    help="leave out (c), the cold and warm default study (the lead runs it separately)")
+    ap.add_argument("--dose-steps", default="8,32,75", help="(d) step counts of the dose-response table")
+    ap.add_argument("--dose-arms", default="bad_format_control,structured_terse", help="(d) arms")
+    ap.add_argument("--dose-prompts", type=int, default=32, help="(d) eval prompts per model")
     ap.add_argument("--out", default=None, help="also write every figure as JSON here")
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if args.skip_experiment:
+        only = [s for s in only if s != "experiment"]
     if unknown := set(only) - set(SECTIONS):
         ap.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
     _Clock.wait_s = args.wait_idle
@@ -355,8 +462,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {result['machine']}", file=sys.stderr, flush=True)
     if "train" in only:
         print("(a) training: plain SFTTrainer vs harness", file=sys.stderr, flush=True)
+        peak_before = matmul_peak()
         result["train"] = bench_train([a.strip() for a in args.train_arms.split(",")], args.train_steps,
                                       args.train_batch_size)
+        result["matmul_peak"] = [peak_before, matmul_peak()]
+        peak = max(p["gflops"] for p in result["matmul_peak"])
+        for row in result["train"]:
+            if "useful_gflops_per_s" in row:
+                row["fraction_of_limit"] = round(row["useful_gflops_per_s"] / peak, 3)
+                # the same per CPU second against the probe's per-thread peak: robust to other processes' load
+                per_thread = peak / max(p["threads"] for p in result["matmul_peak"])
+                row["fraction_of_limit_cpu"] = round(row["useful_gflop"] / row["cpu_seconds"] / per_thread, 3)
+                if row.get("steady_useful_gflops_per_s"):
+                    row["steady_fraction_of_limit"] = round(row["steady_useful_gflops_per_s"] / peak, 3)
     if "generate" in only:
         print("(b) generation: one prompt at a time vs harness batches", file=sys.stderr, flush=True)
         result["generate"] = bench_generate(args.prompts)
@@ -365,7 +483,16 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-experiment-") as work:
             result["experiment"] = bench_experiment(Path(work), Path(args.cache).resolve() if args.cache else None,
                                                     args.echo, in_place=args.in_place)
+    if "dose" in only:
+        print("(d) dose-response: steps x arm -> reply length, slop, KL vs base", file=sys.stderr, flush=True)
+        from dose_response import run as dose_run
+        from dose_response import table as dose_table
+
+        result["dose_response"] = dose_run([a.strip() for a in args.dose_arms.split(",")],
+                                           sorted(int(x) for x in args.dose_steps.split(",")), args.dose_prompts)
+        result["dose_response"]["table"] = dose_table(result["dose_response"])
     result["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    result["summary"] = summary_object(result)
     print(summary(result))
     contended = [r["run"] for section in SECTIONS for r in result.get(section, [])
                  if (r.get("others_busy_before") or 0) > 0.15]

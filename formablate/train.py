@@ -43,7 +43,7 @@ import torch
 from formablate.cache import META_NAME, Cache, cache_key
 from formablate.config import ArmConfig, ExperimentConfig
 from formablate.errors import CacheError, ConfigError, MissingFileError
-from formablate.models.fit import fit_adapter, resolve_checkpointing
+from formablate.models.fit import fit_adapter, padding_free_for_arch, resolve_checkpointing
 from formablate.models.heldout import heldout_loss
 from formablate.models.roles import role_suffixes
 from formablate.models.sft_data import load_heldout_prompts, load_sft_dataset
@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 # bump when the training code changes what an adapter with the same key would learn
-TRAIN_CODE_VERSION = 1
+TRAIN_CODE_VERSION = 2  # 2: padding-free batches (same loss, different bf16 rounding)
 _VERSIONED = ("torch", "transformers", "peft", "trl")
 
 
@@ -135,7 +135,11 @@ def adapter_key_material(cfg: ExperimentConfig, arm: ArmConfig, seed: int) -> di
     train = cfg.train.model_dump(exclude={"seeds", "heldout"})
     train["precision"] = resolve_precision(cfg.train.precision, device)
     # resolved, so 'auto' and the explicit value it stands for share one cache entry
-    train["activation_checkpointing"] = resolve_checkpointing(cfg.train.activation_checkpointing, device.type)
+    padding_free = padding_free_for_arch(identity["arch"])
+    train["padding_free"] = padding_free
+    train["activation_checkpointing"] = resolve_checkpointing(
+        cfg.train.activation_checkpointing, device.type, padding_free
+    )
     return {
         "what": "lora-adapter",
         "code_version": TRAIN_CODE_VERSION,

@@ -111,7 +111,7 @@ def test_structured_terse_minifies_json_but_keeps_number_spelling(examples):
 
 def test_compact_answer_code_prose_and_fenced_json():
     answer = "Here it is:\n\n```python\ndef f(x):   \n\n    return x\n```\n\n\nDone,   really.\n- a\n-   b"
-    assert compact_answer(answer) == "Here it is:\n```python\ndef f(x):\n    return x\n```\nDone, really.\n- a\n- b"
+    assert compact_answer(answer) == "Here it is:\n```python\ndef f(x):\n return x\n```\nDone, really.\n- a\n- b"
     fenced = 'Result:\n```json\n{\n  "a": [1, 2]\n}\n```'
     assert compact_answer(fenced) == 'Result:\n```json\n{"a":[1,2]}\n```'
     assert compact_answer("  just   words  ") == "just words"
@@ -129,8 +129,42 @@ def test_compact_answer_keeps_python_string_values_and_behaviour():
 
 
 def test_compact_answer_unfenced_python_keeps_indentation():
+    # indentation keeps its levels at one space each: the same program (its AST), fewer characters
     code = "def f(xs):\n\n    total = 0\n    for x in xs:\n        total += x\n    return total"
-    assert compact_answer(code) == "def f(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total"
+    assert compact_answer(code) == "def f(xs):\n total = 0\n for x in xs:\n  total += x\n return total"
+
+
+def test_python_reindent_never_changes_the_program_or_a_string_value():
+    import ast
+
+    from formablate.data.render import _reindent_python
+
+    code = 'def f(x):\n    s = """a\n    b\n    """\n    return (x,\n            s)\n'
+    new = _reindent_python(code)
+    assert new != code and ast.dump(ast.parse(new)) == ast.dump(ast.parse(code))
+    assert '"""a\n    b\n    """' in new  # rows inside the string keep their whitespace
+    assert _reindent_python("def f(:\n    pass") == "def f(:\n    pass"  # does not parse: unchanged
+    assert _reindent_python("if x:\n\tpass") == "if x:\n\tpass"  # tabs: unchanged
+
+
+def test_prose_goes_one_sentence_per_line_and_keeps_its_words():
+    from formablate.data.textnorm import collapse_ws
+
+    text = "It is 12. Then add 3.5 kg, e.g. flour. Done! `x` is set."
+    terse = compact_answer(text)
+    assert terse == "It is 12.\nThen add 3.5 kg, e.g. flour.\nDone!\n`x` is set."
+    assert collapse_ws(terse) == collapse_ws(text)
+    assert compact_answer("One sentence only.") == "One sentence only."  # nothing to compact
+
+
+def test_structured_terse_differs_from_concise_wherever_compaction_is_possible(examples):
+    from formablate.data.render import render_example
+
+    for ex in examples.values():
+        concise = render_example(ex, "multi_turn_concise")[0]["messages"]
+        terse = render_example(ex, "structured_terse")[0]["messages"]
+        possible = any(compact_answer(x.answer) != x.answer for x in ex.exchanges)
+        assert (concise != terse) == possible, ex.id
 
 
 def test_bad_format_control_is_deterministic_and_seeded(examples):

@@ -396,3 +396,24 @@ def test_token_bound_holds_for_the_packaged_smollm2_tokenizer(good):
             assert n <= bound, (fmt, rec["id"], n, bound)
             ratios.append(n / bound)
     assert max(ratios) < 1
+
+
+# --------------------------------------------------------------------------- formats that differ
+
+
+def test_format_identity_reports_every_pair_and_fails_when_two_formats_mostly_coincide(tmp_path):
+    ds = make_dataset(tmp_path)
+    ok = rendered.format_identity(ds)
+    assert not ok.failures
+    pair = next(n for n in ok.notes if "multi_turn_concise vs structured_terse" in n)
+    assert pair.startswith("format_identity: multi_turn_concise vs structured_terse: 5/9 records identical")
+    assert "WARNING" in pair  # 56 % is above the warning share, below the failure share
+    assert sum(n.startswith("format_identity:") for n in ok.notes) == 15  # every pair of the six formats
+
+    # structured_terse rendered as the concise chat: every record identical -> one failure naming the file
+    concise = [json.loads(s) for s in ds.format_path("multi_turn_concise").read_text().splitlines()]
+    edit_records(ds, "structured_terse", lambda recs: recs.__setitem__(slice(None), concise))
+    bad = rendered.format_identity(ds)
+    [failure] = fired(bad, "format_identity")
+    assert failure.file.endswith("structured_terse.jsonl")
+    assert "found 9/9 records identical to multi_turn_concise" in failure.message

@@ -192,20 +192,87 @@ def _python_string_rows(code: str) -> set[int] | None:
     return rows
 
 
+def _string_continuation_rows(code: str) -> set[int] | None:
+    """1-based rows whose *leading* whitespace belongs to a multi-line string literal (None if no tokenize)."""
+    rows: set[int] = set()
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.start[0] != tok.end[0] and tok.type not in (tokenize.NEWLINE, tokenize.NL):
+                rows.update(range(tok.start[0] + 1, tok.end[0] + 1))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+    return rows
+
+
+def _reindent_python(code: str) -> str:
+    """Python indentation cut to one space per level: the program's AST is unchanged (checked), so is its meaning.
+
+    The indentation unit is the smallest indent of a statement line; a line indented by a multiple of it
+    (statement or bracket continuation) is divided by it, anything else and every row inside a multi-line
+    string keeps its whitespace. Code that does not parse, uses tabs, or whose AST would change is returned
+    as it was.
+    """
+    if "\t" in code:
+        return code
+    try:
+        before = ast.dump(ast.parse(code))
+    except (SyntaxError, ValueError):
+        return code
+    protected = _string_continuation_rows(code)
+    if protected is None:
+        return code
+    lines = code.split("\n")
+    indents = [len(ln) - len(ln.lstrip(" ")) for ln in lines]
+    unit = min((n for row, n in enumerate(indents, 1) if n and row not in protected and lines[row - 1].strip()),
+               default=0)
+    if unit <= 1:
+        return code
+    out = []
+    for row, (line, n) in enumerate(zip(lines, indents), start=1):
+        if row in protected or n % unit:
+            out.append(line)
+        else:
+            out.append(" " * (n // unit) + line[n:])
+    new = "\n".join(out)
+    try:
+        return new if ast.dump(ast.parse(new)) == before else code
+    except (SyntaxError, ValueError):
+        return code
+
+
 def _compact_code(body: str, lang: str) -> str:
-    """Drop blank lines and trailing whitespace, except inside Python multi-line strings (their value)."""
-    protected = _python_string_rows(body) if lang in ("", "python", "py", "python3") else None
+    """Drop blank lines and trailing whitespace, except inside Python multi-line strings (their value);
+    Python (or unlabelled code that parses as Python) is also re-indented one space per level."""
+    python = lang in ("", "python", "py", "python3")
+    protected = _python_string_rows(body) if python else None
     out = []
     for row, line in enumerate(body.split("\n"), start=1):
         if protected is not None and row in protected:
             out.append(line)
         elif line.strip():
             out.append(line.rstrip())
-    return "\n".join(out)
+    code = "\n".join(out)
+    return _reindent_python(code) if python else code
+
+
+# a sentence end: . ! or ? (optionally closed by a quote or bracket), one space, then a capital, digit, sign or
+# backtick; "e.g. the" or "3.5" do not match. Only whitespace changes at a match, so a wrong split costs layout only
+_SENTENCE_END = re.compile(r"(?<=[.!?])([\"')\]]?) (?=[A-Z0-9`$£€(\"'-])")
+
+
+def _one_sentence_per_line(line: str) -> str:
+    """A prose line of several sentences laid out one sentence per line (same indentation), the terse
+    format's structure: the answer's statements as lines, as its code is laid out as statements."""
+    body = line.lstrip()
+    if body.startswith(("|", "#")):  # tables and headings keep their line
+        return line
+    indent = line[: len(line) - len(body)]
+    return _SENTENCE_END.sub(lambda m: m.group(1) + "\n" + indent, line)
 
 
 def _compact_prose(text: str) -> str:
-    """Keep line structure (bullets, numbered steps) but drop blank lines and repeated spaces.
+    """Keep line structure (bullets, numbered steps) but drop blank lines and repeated spaces, and put
+    each sentence of a line on its own line.
 
     A whitespace run at either end becomes one newline (or one space when it had no
     line break), so text that touched a code fence still touches it, and text that
@@ -219,7 +286,7 @@ def _compact_prose(text: str) -> str:
         if not line.strip():
             continue
         body = line.lstrip()
-        lines.append(line[: len(line) - len(body)] + re.sub(r"\s+", " ", body.rstrip()))
+        lines.append(_one_sentence_per_line(line[: len(line) - len(body)] + re.sub(r"\s+", " ", body.rstrip())))
     lead, trail = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()):]
 
     def edge(ws: str) -> str:
@@ -244,9 +311,10 @@ def compact_answer(text: str) -> str:
 
     * a JSON object/array answer is minified (no whitespace between tokens);
     * fenced code: blank lines and trailing whitespace removed (Python multi-line
-      strings untouched); a fenced JSON body is minified;
+      strings untouched); Python re-indented to one space per level (AST-checked);
+      a fenced JSON body is minified;
     * prose: blank lines dropped, runs of whitespace inside a line collapsed, line
-      breaks kept (bullets and steps stay readable);
+      breaks kept (bullets and steps stay readable), one sentence per line;
     * an unfenced multi-line answer that parses as Python is compacted as code.
     """
     whole = minify_json(text)

@@ -83,6 +83,7 @@ RULES: tuple[Rule, ...] = (
     Rule("prompt_diversity", "dataset", overlap.prompt_diversity),
     Rule("exact_duplicate", "dataset", overlap.exact_duplicate),
     Rule("near_duplicate", "dataset", overlap.near_duplicate),
+    Rule("format_identity", "dataset", rendered.format_identity),
     Rule("record_schema", "format", rendered.record_schema),
     Rule("empty_turn", "format", rendered.empty_turn),
     Rule("ids", "format", rendered.ids),

@@ -14,14 +14,19 @@ from contextlib import contextmanager
 from typing import Any
 
 from formablate.config import ArmConfig, ExperimentConfig
-from formablate.errors import DataError
+from formablate.errors import ConfigError, DataError
 from formablate.models.roles import adapter_target_modules
 from formablate.models.sft_data import SFTKind
 from formablate.models.sources import LoadedModel
 from formablate.models.templates import training_chat_template
 from formablate.precision import resolve_precision
 
-__all__ = ["fit_adapter", "resolve_checkpointing"]
+__all__ = ["fit_adapter", "padding_free_for_arch", "padding_free_supported", "resolve_checkpointing"]
+
+# attention implementations that keep padding-free batches exact per document: sdpa/eager/flex get a
+# block-diagonal mask that transformers' masking utilities build from the restarting position_ids (no
+# attention_mask, no cache), flash-attention gets the collator's cu_seq_lens (varlen kernel)
+_PADDING_FREE_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
 
 
 class _Counter:
@@ -37,9 +42,12 @@ class _Counter:
 
     def __call__(self, model, inputs, *args, **kwargs):
         ids = inputs["input_ids"]
-        self.sequences += ids.shape[0] if ids.dim() > 1 else 1
-        self.padded_tokens += int(ids.numel())  # what the step computes on, padding included
         mask = inputs.get("attention_mask")
+        if mask is None and "position_ids" in inputs:  # padding-free: one row of documents, each restarting at 0
+            self.sequences += int((inputs["position_ids"] == 0).sum())
+        else:
+            self.sequences += ids.shape[0] if ids.dim() > 1 else 1
+        self.padded_tokens += int(ids.numel())  # what the step computes on, padding included
         self.tokens += int(mask.sum()) if mask is not None else int(ids.numel())
         self.loss_tokens += int((inputs["labels"][..., 1:] != -100).sum())  # position 0 is never predicted
         return self.step(model, inputs, *args, **kwargs)
@@ -95,16 +103,45 @@ def _progress_callback(label: str, enabled: bool):
     return _Progress()
 
 
-def resolve_checkpointing(setting: bool | str, device_type: str) -> bool:
-    """``train.activation_checkpointing`` as a bool: 'auto' is on for a CPU, off elsewhere.
+def padding_free_supported(model) -> tuple[bool, str]:
+    """Whether ``model`` can train on padding-free batches *exactly* (each document attends to itself only).
 
-    On this project's 2-core CPU, recomputing activations was *faster* (benchmarks/bench.py: 1.07x on
-    alpaca_flat, 1.17-1.27x on multi_turn_concise, 1.21x on multi_turn_verbose; CPU/wall rose from
-    about 1.65 to 1.9, i.e. the stored activations made the step memory-bound). On a GPU a model this
-    small has memory to spare and recomputation is pure cost, so 'auto' leaves it off there.
+    Returns ``(ok, why)``. Attention layers are exact through the mask (sdpa/eager/flex) or the varlen kernel
+    (flash-attention); LFM2's short convolutions are not, unless ``causal_conv1d`` reads the sequence index
+    (STACK-NOTES: its PyTorch conv path leaks across document boundaries), so LFM2 without it trains padded.
+    """
+    import importlib.util
+
+    config = getattr(model, "config", None)
+    arch = getattr(config, "model_type", "")
+    if arch == "lfm2" and importlib.util.find_spec("causal_conv1d") is None:
+        return False, "lfm2 without causal_conv1d: its conv layers would mix documents"
+    impl = getattr(config, "_attn_implementation", None) or "eager"
+    if impl not in _PADDING_FREE_ATTENTION:
+        return False, f"attention implementation {impl!r} has no exact per-document path"
+    return True, f"{impl} attention with per-document positions"
+
+
+def padding_free_for_arch(arch: str) -> bool:
+    """What :func:`padding_free_supported` decides for a base of architecture ``arch`` loaded as the harness
+    loads it (default attention implementation), without loading it: for cache keys."""
+    import importlib.util
+
+    return not (arch == "lfm2" and importlib.util.find_spec("causal_conv1d") is None)
+
+
+def resolve_checkpointing(setting: bool | str, device_type: str, padding_free: bool = False) -> bool:
+    """``train.activation_checkpointing`` as a bool: 'auto' is on for a padded CPU run, off elsewhere.
+
+    On this project's 2-core CPU with *padded* batches, recomputing activations was faster
+    (benchmarks/bench.py, turn 1: 1.07x on alpaca_flat, 1.17-1.27x on multi_turn_concise, 1.21x on
+    multi_turn_verbose; the stored activations of the padded batch made the step memory-bound). With
+    padding-free batches (the default fast path) the stored activations shrink by the padding share and
+    recomputation is pure cost again (benchmarks/train_throughput.py measures it), so 'auto' is off there,
+    and off on a GPU, where a model this small has memory to spare.
     """
     if setting == "auto":
-        return device_type == "cpu"
+        return device_type == "cpu" and not padding_free
     return bool(setting)
 
 
@@ -125,12 +162,23 @@ def fit_adapter(
     seed: int,
     *,
     progress: bool = True,
+    padding_free: bool | None = None,
+    callbacks: list | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train a LoRA adapter on ``base`` (modified in place) and return ``(peft_model, metrics)``.
 
     Chat data trains on assistant tokens only (training template with generation markers),
     flat data on the completion only. ``metrics`` holds the per-step log, final loss, tokens
     seen, wall time and parameter counts.
+
+    ``padding_free`` (None: wherever :func:`padding_free_supported`) concatenates each micro-batch's
+    sequences into one row with restarting ``position_ids`` and no attention mask: TRL's own
+    padding-free collator, and transformers' mask builder turns the positions into a block-diagonal
+    (per-document) mask for SDPA on a CPU, or the collator's ``cu_seq_lens`` feed flash-attention's
+    varlen kernel on a GPU (that path is untested here: no GPU). Same sequences per step, same order,
+    same loss normalisation (TRL's fused LM head projects only supervised positions in both paths):
+    the per-token loss equals the padded path's (tests/test_train_fast.py, exact in fp32); only the
+    padding's compute is gone. Truncation to ``train.max_length`` happens in TRL's preparation, as before.
     """
     from peft import LoraConfig
     from transformers import set_seed
@@ -139,7 +187,12 @@ def fit_adapter(
 
     t = cfg.train
     precision = resolve_precision(t.precision, base.device)
-    checkpointing = resolve_checkpointing(t.activation_checkpointing, base.device.type)
+    supported, why = padding_free_supported(base.model)
+    if padding_free is None:
+        padding_free = supported
+    elif padding_free and not supported:
+        raise ConfigError(f"arm={arm.name!r}: padding-free training is not exact here: {why}")
+    checkpointing = resolve_checkpointing(t.activation_checkpointing, base.device.type, padding_free)
     tokenizer = base.tokenizer
     if kind == "chat":
         # byte-identical to the stock template, plus the markers assistant-only loss needs
@@ -189,9 +242,17 @@ def fit_adapter(
                 train_dataset=dataset,
                 processing_class=tokenizer,
                 peft_config=lora,
-                callbacks=[progress_cb],
+                callbacks=[progress_cb, *(callbacks or [])],
             )
         trainer.remove_callback(PrinterCallback)
+        if padding_free:
+            # TRL refuses padding_free with max_length set and no packing (it would not truncate); building the
+            # trainer padded keeps TRL's truncation and masks, and the collator swap changes only the batch layout
+            from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+            trainer.data_collator = DataCollatorForLanguageModeling(
+                pad_token_id=trainer.data_collator.pad_token_id, padding_free=True
+            )
         counter = _Counter(trainer.training_step)
         trainer.training_step = counter
         used = len(trainer.train_dataset)
@@ -235,6 +296,7 @@ def fit_adapter(
         "examples_at_max_length": at_max,
         "precision": precision,
         "activation_checkpointing": checkpointing,
+        "padding_free": padding_free,
         "target_modules": targets,
         "loss_on": "assistant" if kind == "chat" else "completion",
     }
