@@ -62,6 +62,9 @@ _MARKUP = {"CONFIRMED": {"green": True}, "REJECTED": {"red": True}, "INCONCLUSIV
 _OUTCOME_OF = {"CONFIRMED": "passed", "REJECTED": "failed", "INCONCLUSIVE": "skipped"}
 
 
+REPLAY_DIR = "replay"  # a replay's report goes to <folder of --results FILE>/replay/ unless --report-dir says
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """--experiment CONFIG, --results FILE (replay) and --report-dir DIR."""
     group = parser.getgroup("harness", "SFT data-format experiment harness")
@@ -81,7 +84,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--report-dir",
         default=None,
         metavar="DIR",
-        help="write report.md, report.html and results.json here (default: <reports_dir>/<experiment name>/)",
+        help="write report.md, report.html and results.json here (default: <reports_dir>/<experiment name>/; "
+        "with --results FILE: a replay/ folder beside FILE, so a replay never overwrites the live run's report)",
     )
 
 
@@ -190,9 +194,15 @@ class HarnessSession:
         return self._experiment
 
     def report_dir(self, results: Results | None) -> Path:
-        """--report-dir, else <reports_dir>/<name>/ of the config, else reports/<experiment of the results>/."""
+        """--report-dir, else replay/ beside the --results file, else <reports_dir>/<name>/ of the config.
+
+        A replay writes beside its results file, never over it: the report there belongs to the live
+        run that made the file (and has its samples, training details and provenance).
+        """
         if (value := self.config.getoption("report_dir", None)) is not None:
             return self.config.invocation_params.dir / value
+        if self.replay_path is not None:
+            return self.replay_path.parent / REPLAY_DIR
         cfg = self.experiment_config()
         if cfg is not None:
             return cfg.path(cfg.reports_dir) / cfg.name
