@@ -40,5 +40,9 @@ dataset-gate: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
+# STAGE=judgments|generations|adapters|models deletes one stage's entries (the next run rebuilds only
+# that stage and what reads it); the default, all, deletes the whole cache.
+STAGE ?= all
 clean-cache:
-	rm -rf .cache/formablate
+	@if [ "$(STAGE)" = all ]; then rm -rf .cache/formablate; \
+	else $(PY) -m formablate.cli cache clean --stage $(STAGE); fi

@@ -27,6 +27,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("report", "formablate.report.cli"),
     ("verdicts", "formablate.verdicts"),
     ("build", "formablate.build_cli"),
+    ("cache", "formablate.cache_admin"),
 ]
 
 

@@ -313,11 +313,20 @@ class HarnessSession:
             + ([cfg.path(cfg.reports_dir) / cfg.name] if cfg is not None else [])
             + ([self.replay_path.parent] if self.replay_path is not None else []),
         )
+        if cfg is not None and self.replay_path is None:
+            _write_cache_index(out_dir, results, cfg)
         for part in self.results_parts:
             Path(part).unlink(missing_ok=True)
         parts_dir = out_dir / ".parts"
         if parts_dir.is_dir() and not any(parts_dir.iterdir()):
             parts_dir.rmdir()
+
+
+def _write_cache_index(out_dir: Path, results: Results, cfg: Any) -> None:
+    """cache-index.md/.json beside the report: each model's adapter dir, generation and judgment entries."""
+    from formablate.cache_admin import write_cache_index
+
+    write_cache_index(out_dir, results, cfg.path(cfg.cache_dir), cfg.root)
 
 
 SESSION_KEY = pytest.StashKey[HarnessSession]()
