@@ -81,6 +81,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="replay verdicts from a stored results JSON file; no model is loaded",
     )
     group.addoption(
+        "--run-api",
+        action="store_true",
+        default=False,
+        help="run tests marked 'api' (they call a real judge API and need its key); skipped without this option",
+    )
+    group.addoption(
         "--report-dir",
         default=None,
         metavar="DIR",
@@ -352,6 +358,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         hid, claim = found
         item.extra_keyword_matches.add(hid)
         item.user_properties.append((HYPOTHESIS_PROPERTY, json.dumps({"id": hid, "claim": claim})))
+    skip_api_tests(config, items)
+
+
+def skip_api_tests(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip every test marked ``api`` (a real judge API, its key, money) unless ``--run-api`` was given."""
+    if config.getoption("run_api", False):
+        return
+    skip = pytest.mark.skip(reason="calls a real judge API: run with --run-api (and the judge's key exported)")
+    for item in items:
+        if item.get_closest_marker("api") is not None:
+            item.add_marker(skip)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
