@@ -23,6 +23,7 @@ from typing import Any
 from formablate.errors import DataFileError
 from formablate.io import read_jsonl
 from formablate.results import PromptRow, Results
+from formablate.report.sanitize import sanitize_text
 
 __all__ = ["Sample", "SampleSet", "load_samples", "load_prompt_texts", "select_samples", "MIN_SAMPLES", "MAX_SAMPLES"]
 
@@ -73,6 +74,7 @@ class SampleSet:
 def _clip(text: str | None) -> str | None:
     if text is None:
         return None
+    text = sanitize_text(text)
     if len(text) <= _TEXT_LIMIT:
         return text
     return text[:_TEXT_LIMIT] + f" [... {len(text) - _TEXT_LIMIT} more characters]"
