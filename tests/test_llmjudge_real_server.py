@@ -137,6 +137,9 @@ def test_packaged_smollm2_behind_transformers_serve(tmp_path):
         with judge_for(server.base_url, server.model_dir, max_tokens=96, timeout_s=600) as judge:
             got = judge.judge_many([(p, "Paris", "arm") for p in PROMPTS[:2]])
             pair = judge.compare(PROMPTS[0], "Paris", "Lyon", "arm", "base")
+    print("SmolLM2 judge latency per request (s):", [j.evidence["latency_s"] for j in got],
+          [pair.evidence[o]["latency_s"] for o in ("ab", "ba")] if pair.evidence else None,
+          "reasons:", [j.unscored_reason for j in got], pair.unscored_reason, pair.outcome)
     for j in got:
         assert (j.scores is None) == (j.unscored_reason is not None)
         assert j.evidence["response_format_respected"] in (True, False)
