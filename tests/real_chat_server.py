@@ -86,7 +86,8 @@ class TransformersServe:
 
     def log(self) -> str:
         """What the server wrote so far (stdout and stderr)."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def __exit__(self, *exc: object) -> None:
