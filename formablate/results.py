@@ -29,6 +29,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Outcome",
     "PromptRow",
+    "PairwiseCoverage",
     "JudgeCoverage",
     "KLSummary",
     "Metrics",
@@ -129,6 +130,28 @@ class Metrics(_Strict):
     constraint_pass_rate: float | None = Field(None, ge=0, le=1, description="Share of prompt constraints met.")
 
 
+class PairwiseCoverage(_Strict):
+    """How many of an adapter's blind pairwise comparisons against the base were decided, and why not the rest."""
+
+    decided: int = Field(ge=0, description="Pairs with a verdict (win, loss or tie; both orders answered).")
+    total: int = Field(ge=0, description="Pairs sent to the judge (each in both orders).")
+    unscored_reasons: dict[str, int] = Field(
+        default_factory=dict, description="Count of undecided pairs by failure kind ('parse', 'timeout', 'http_500')."
+    )
+    examples: list[str] = Field(default_factory=list, description="Up to three full reasons, as recorded.")
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> "PairwiseCoverage":
+        if self.decided > self.total:
+            raise ValueError(f"decided={self.decided} exceeds total={self.total}")
+        if sum(self.unscored_reasons.values()) != self.total - self.decided:
+            raise ValueError(
+                f"unscored_reasons add up to {sum(self.unscored_reasons.values())}, "
+                f"expected total - decided = {self.total - self.decided}"
+            )
+        return self
+
+
 class JudgeInfo(_Strict):
     """Which judge produced the scores."""
 
@@ -136,6 +159,13 @@ class JudgeInfo(_Strict):
     version: str | None = Field(None, description="Judge/prompt-template version or hash.")
     pairwise: bool = Field(False, description="Whether blind pairwise judging against the base was run.")
     notes: str = Field("", description="Free text, e.g. how win rates were derived.")
+    structured_output: dict[str, Any] | None = Field(
+        None,
+        description="What the judge server did with the response_format asked for, read from the records: "
+        "'requested' (configured mode), 'used' (mode per request, counted), 'respected' (replies that were one "
+        "bare JSON object under a JSON mode: {'yes': n, 'no': n}), 'fallbacks' (refusals that stepped the mode "
+        "down). None for judges without one (the rubric judge).",
+    )
 
 
 class ModelResult(_Strict):
@@ -164,6 +194,9 @@ class ModelResult(_Strict):
     judge_coverage: JudgeCoverage | None = Field(None, description="Judge coverage; derived from per_prompt if absent.")
     position_consistency: float | None = Field(
         None, ge=0, le=1, description="Share of pairwise judgments whose verdict survives swapping the order."
+    )
+    pairwise_coverage: PairwiseCoverage | None = Field(
+        None, description="Decided/total pairwise comparisons against the base and why the rest are undecided."
     )
     per_prompt: list[PromptRow] | None = Field(None, description="Per-prompt rows; None when only aggregates exist.")
 

@@ -199,6 +199,41 @@ def _provenance(cfg: ExperimentConfig, base: LoadedModel) -> dict[str, Any]:
     }
 
 
+def base_model_dir(cfg: ExperimentConfig, cache: Cache) -> str:
+    """What ``peft.AutoPeftModelForCausalLM.from_pretrained(adapter_dir)`` loads the base from.
+
+    The converted local directory for 'packaged:' and GGUF 'path:' sources, the resolved directory
+    for 'path:', the hub id for 'hf:', and for 'tiny:' a saved copy of the tiny model in the cache
+    (``models`` kind, keyed by its builder revision), so every adapter dir names a loadable base.
+    """
+    from formablate.models.sources import _local_dir, parse_source
+
+    spec = parse_source(cfg.model.source)
+    if spec.scheme != "tiny":
+        where, _kwargs = _local_dir(spec, cache, progress=False)
+        return where
+    from formablate.models.tiny import build_tiny, tiny_revision
+
+    def save(tmp: Path) -> dict[str, Any]:
+        model, tokenizer = build_tiny(spec.name)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        return {"source": cfg.model.source, "revision": tiny_revision(spec.name)}
+
+    material = {"what": "tiny-base", "arch": spec.name, "revision": tiny_revision(spec.name)}
+    path, _meta, _built = cache.get_dir("models", cache_key(material), save, key_material=material)
+    return str(path)
+
+
+def set_adapter_base(adapter_dir: Path, base: str) -> None:
+    """Write ``base`` as ``base_model_name_or_path`` into ``adapter_dir/adapter_config.json`` (PEFT leaves it null
+    for a model it did not load by name)."""
+    file = Path(adapter_dir) / "adapter_config.json"
+    conf = json.loads(file.read_text(encoding="utf-8"))
+    conf["base_model_name_or_path"] = base
+    file.write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def train_arm(
     cfg: ExperimentConfig,
     arm: ArmConfig,
@@ -229,6 +264,7 @@ def train_arm(
             raise CacheError(f"model {cfg.model.source!r} changed while training arm={arm.name!r}; run again")
         model, metrics = fit_adapter(base, dataset, kind, cfg, arm, seed, progress=progress)
         model.save_pretrained(tmp)
+        set_adapter_base(tmp, base_model_dir(cfg, cache))
         trained.update(model=model, base=base)
         return {
             "experiment": cfg.name,

@@ -165,12 +165,22 @@ def test_validate_rule_failures_exit_1_in_text_and_json(data):
 def test_validate_default_max_length_needs_a_tokenizer_for_long_records(data):
     canonical, out = data
     assert run_cli("render", "--canonical", canonical, "--output-dir", out).returncode == 0
-    res = run_cli("validate", "--canonical", canonical, "--dataset-dir", out, "--json")
+    res = run_cli("validate", "--canonical", canonical, "--dataset-dir", out, "--json", "--tokenizer", "none")
     failures = json.loads(res.stdout)["failures"]
     assert res.returncode == 1 and failures and {f["rule"] for f in failures} == {"token_length"}
     res = run_cli("validate", "--canonical", canonical, "--dataset-dir", out, "--tokenizer", "tiny:llama")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "counted with the tokenizer" in res.stderr
+    assert "formablate validate: tokenizer tiny:llama (from --tokenizer)" in res.stderr
+
+
+def test_validate_without_tokenizer_uses_the_shipped_default_configs_model():
+    from formablate.config import DEFAULT_EXPERIMENT, find_repo_root, load_experiment
+    from formablate.data.validate import default_tokenizer
+
+    shipped = load_experiment(find_repo_root(Path(__file__).parent) / DEFAULT_EXPERIMENT).model.source
+    assert default_tokenizer(None) == (shipped, f"model of {DEFAULT_EXPERIMENT}")
+    assert default_tokenizer("none") == (None, "--tokenizer none")
 
 
 @pytest.mark.parametrize("setup", ["missing_dir", "missing_eval", "malformed_record", "bad_manifest_yaml"])

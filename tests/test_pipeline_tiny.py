@@ -110,3 +110,34 @@ def test_subset_of_arms(tiny_cfg):
     assert [m.name for m in no_base.models] == ["alpaca_flat@s42"]
     with pytest.raises(Exception, match="not in experiment"):
         build_results(tiny_cfg, ["nope"], progress=False)
+
+
+def test_cache_index_maps_each_model_to_its_entries_and_cleaning_is_by_stage(first, tiny_cfg, tmp_path):
+    import json
+    import shutil
+
+    from formablate.cache_admin import clean_stage, write_cache_index
+
+    _pipe, res = first
+    cache = tiny_cfg.path(tiny_cfg.cache_dir)
+    j, md = write_cache_index(tmp_path, res, cache, tiny_cfg.root)
+    index = json.loads(j.read_text())
+    arms = {m.name: m for m in res.models if m.kind == "adapter"}
+    assert set(index["models"]) == {m.name for m in res.models}
+    for name, e in index["models"].items():
+        assert len(e["generations"]) == 1 and len(e["judgments"]) == 1, (name, e)
+        assert (tiny_cfg.path(e["generations"][0])).is_file() and not e["generations"][0].startswith("/")
+        if name in arms:
+            assert (tiny_cfg.path(e["adapter_dir"]) / "adapter_config.json").is_file()
+        else:
+            assert e["adapter_dir"] is None
+    text = md.read_text()
+    assert all(f"| {n} | `{index['models'][n]['adapter_dir']}` |" in text for n in arms)
+    # cleaning one stage, on a copy: judgments go, generations and adapters stay
+    copy = tmp_path / "cache-copy"
+    shutil.copytree(cache, copy)
+    removed = clean_stage(copy, "judgments")
+    assert [p.name for p in removed] == ["judgments"]
+    assert (copy / "generations").is_dir() and (copy / "adapters").is_dir() and not (copy / "judgments").exists()
+    assert "adapters" in {p.name for p in clean_stage(copy, "all")}
+    assert not any(copy.iterdir())

@@ -258,3 +258,16 @@ def test_replay_data_is_restricted_to_the_hypothesis_arms():
     changed = h2.model_copy(update={"models": [h2.models[0].model_copy(update={"final_loss": 9.9}), h2.models[1]]})
     with pytest.raises(ValueError, match="differs between the results being merged"):
         merge_results([seed, changed])
+
+
+def test_replay_writes_beside_the_results_file_and_never_over_its_report(experiments, replay_file, tmp_path):
+    live = tmp_path / "live"
+    live.mkdir()
+    results = live / "results.json"
+    results.write_bytes(replay_file.read_bytes())
+    (live / "report.md").write_text("the live run's report\n")
+    experiments.runpytest("-k", "H6", "--results", str(results))
+    assert (live / "report.md").read_text() == "the live run's report\n"
+    assert results.read_bytes() == replay_file.read_bytes()
+    replayed = (live / "replay" / "report.md").read_text()
+    assert "H6" in replayed and "replay" in replayed.lower()

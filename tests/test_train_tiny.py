@@ -330,3 +330,21 @@ def test_checkpointing_auto_is_on_for_a_cpu_only_and_reaches_the_trainer(make_cf
         inner = model.base_model.model
         assert getattr(inner, "is_activation_checkpointing", None) is setting \
             or getattr(inner, "is_gradient_checkpointing") is setting
+
+
+def test_adapter_dir_loads_with_peft_auto_class_and_matches_the_harness(make_cfg):
+    """adapter_config.json names a loadable base, so the standard PEFT entry point works on the cache dir."""
+    from peft import AutoPeftModelForCausalLM
+
+    cfg = make_cfg("llama", train={"max_steps": 2})
+    result = train_arm(cfg, cfg.arm("chat"), 42, progress=False)
+    config = json.loads((result.path / "adapter_config.json").read_text())
+    base_dir = Path(config["base_model_name_or_path"])
+    assert (base_dir / "config.json").is_file() and (base_dir / "tokenizer.json").is_file()
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(str(result.path)).eval()
+    ours = load_adapter(load_base(cfg.model), result.path).eval()
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    with torch.no_grad():
+        a = peft_model(input_ids=ids).logits
+        b = ours(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-5)

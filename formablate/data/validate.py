@@ -36,7 +36,7 @@ from formablate.data.context import (
     RuleResult,
     load_eval,
 )
-from formablate.errors import DataError, DataFileError, MissingFileError
+from formablate.errors import DataError, DataFileError, HarnessError, MissingFileError
 
 __all__ = [
     "Scope",
@@ -161,7 +161,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="token limit per record (default 1024)")
     p.add_argument("--tokenizer", default=None,
                    help="model source whose tokenizer counts the records the byte bound cannot prove "
-                   "(e.g. packaged:smollm2-135m-instruct)")
+                   "(default: the model of the shipped default config, experiments/configs/format_ablation_cpu.yaml; "
+                   "'none' counts nothing)")
     p.add_argument("--filler-seed", type=int, default=None, help="filler seed (default: render-meta.json's, else 42)")
     p.set_defaults(run=run)
     return p
@@ -182,11 +183,32 @@ def _emit(args: argparse.Namespace, report: ValidationReport, code: int) -> int:
     return code
 
 
+def default_tokenizer(given: str | None) -> tuple[str | None, str]:
+    """``(source, why)``: ``given`` as passed ('none' = no tokenizer), else the shipped default config's model."""
+    if given is not None:
+        return (None, "--tokenizer none") if given.lower() == "none" else (given, "from --tokenizer")
+    from pathlib import Path
+
+    from formablate.config import DEFAULT_EXPERIMENT, find_repo_root, load_experiment
+
+    for root in (find_repo_root(Path.cwd()), find_repo_root(Path(__file__).resolve().parent)):
+        path = root / DEFAULT_EXPERIMENT
+        if path.is_file():
+            try:
+                return load_experiment(path).model.source, f"model of {DEFAULT_EXPERIMENT}"
+            except HarnessError as exc:
+                return None, f"the default config {path} cannot be read: {exc}"
+    return None, f"no --tokenizer and no {DEFAULT_EXPERIMENT} found"
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate; 0 valid, 1 any rule failed, 2 usage error."""
+    tokenizer, why = default_tokenizer(args.tokenizer)
+    if not args.json:
+        print(f"formablate validate: tokenizer {tokenizer or 'none'} ({why})", file=sys.stderr)
     try:
         ds = DatasetContext.load(args.canonical, args.dataset_dir, args.manifest, max_length=args.max_length,
-                                 filler_seed=args.filler_seed, tokenizer_source=args.tokenizer)
+                                 filler_seed=args.filler_seed, tokenizer_source=tokenizer)
         ev = load_eval(args.eval) if args.eval else None
         report = validate(ds, ev)
     except DataFileError as exc:  # a line or file that is not JSON/YAML at all: a usage error

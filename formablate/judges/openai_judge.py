@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import json
 import logging
 import math
 import os
@@ -78,10 +79,18 @@ __all__ = [
     "POINTWISE_KIND",
     "PAIRWISE_KIND",
     "parse_retry_after",
+    "respected_format",
     "sanitize_base_url",
 ]
 
 log = logging.getLogger(__name__)
+
+
+class _FromConfig:
+    """Marks a constructor argument whose default is the JudgeConfig field of the same name."""
+
+
+_FROM_CONFIG = _FromConfig()
 
 StructuredMode = Literal["auto", "json_schema", "json_object", "none"]
 # The order 'auto' walks down when a server rejects a response_format it does not support.
@@ -165,8 +174,8 @@ class OpenAIJudge:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 30.0,
         max_retry_after_s: float = 120.0,
-        max_tokens: int | None = 1024,
-        structured: StructuredMode = "auto",
+        max_tokens: int | None | _FromConfig = _FROM_CONFIG,
+        structured: StructuredMode | _FromConfig = _FROM_CONFIG,
         environ: Mapping[str, str] | None = None,
         seed: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -177,8 +186,10 @@ class OpenAIJudge:
 
         ``backoff_base_s``/``backoff_max_s`` shape the exponential backoff, ``max_retry_after_s`` caps how
         long a Retry-After is honoured, ``max_tokens`` bounds the judge's answer (None: the server's
-        default), ``structured`` picks the response_format ('auto' tries json_schema, then json_object,
-        then none, as the server rejects them), ``seed`` seeds the jitter. ``cache`` is used by
+        default; default ``config.max_tokens``), ``structured`` picks the first response_format tried
+        (default ``config.structured``): 'auto' starts at json_schema and steps down the ladder
+        json_schema -> json_object -> none when the server refuses a mode (see :meth:`_refuses_format`);
+        a named mode is pinned (a refusal leaves the judgment unscored), ``seed`` seeds the jitter. ``cache`` is used by
         :meth:`compare_many` (callers that cache pointwise records themselves key them with
         :attr:`cache_identity`); ``refill_unscored`` is exposed as :attr:`retry_unscored` for such callers.
         """
@@ -190,6 +201,10 @@ class OpenAIJudge:
             raise JudgeError(f"backoff_base_s={backoff_base_s!r} must be > 0 and <= backoff_max_s={backoff_max_s!r}")
         if max_retry_after_s < 0:
             raise JudgeError(f"max_retry_after_s={max_retry_after_s!r} must be >= 0")
+        if isinstance(max_tokens, _FromConfig):
+            max_tokens = config.max_tokens
+        if isinstance(structured, _FromConfig):
+            structured = config.structured
         if structured not in {"auto", *_MODE_LADDER}:
             raise JudgeError(f"structured={structured!r}; expected one of {('auto', *_MODE_LADDER)}")
         env = os.environ if environ is None else environ
@@ -218,6 +233,8 @@ class OpenAIJudge:
         self._rng = random.Random(seed)
         self._sleep = sleep
         self.requests = 0  # HTTP requests sent by this judge (every attempt counts)
+        # every step down the response_format ladder: {'from', 'to', 'status', 'detail'}
+        self.format_fallbacks: list[dict[str, Any]] = []
         self.cache = cache
         self.retry_unscored = refill_unscored
         self._client = openai.OpenAI(
@@ -283,26 +300,48 @@ class OpenAIJudge:
             return {"type": "json_object"}
         return None
 
-    def _adapt(self, mode: str, token_param: str, detail: str) -> bool:
-        """Adjust the request to what a 400 says the server lacks; False when there is nothing to adjust."""
-        if token_param == "max_tokens" and self.max_tokens is not None and "max_completion_tokens" in detail:
+    def _adapt(self, mode: str, token_param: str, status: int, detail: str) -> str | None:
+        """Adjust the request to what a refusal says the server lacks: a note for the attempt log, or None.
+
+        The token parameter is switched on a 400/422 naming max_completion_tokens; under 'auto' the
+        response_format steps down one rung on any refusal of it (:meth:`_refuses_format`).
+        """
+        if (status in (400, 422) and token_param == "max_tokens" and self.max_tokens is not None
+                and "max_completion_tokens" in detail):
             with self._lock:
                 if self._token_param == "max_tokens":
                     log.warning("judge endpoint wants max_completion_tokens instead of max_tokens; switching")
                     self._token_param = "max_completion_tokens"
-            return True
-        return mode != "none" and bool(_FORMAT_REJECTION.search(detail)) and self._downgrade(mode)
+            return "max_tokens -> max_completion_tokens"
+        if self.structured == "auto" and mode != "none" and self._refuses_format(status, detail):
+            nxt = self._downgrade(mode, status, detail)
+            return f"response_format {mode} -> {nxt}"
+        return None
 
-    def _downgrade(self, tried: str) -> bool:
-        """Step 'auto' down one rung after the server rejected ``tried``; False when there is no rung left."""
-        if self.structured != "auto" or tried == "none":
+    @staticmethod
+    def _refuses_format(status: int, detail: str) -> bool:
+        """Whether an error answer to a request carrying a response_format is a refusal of that format.
+
+        Any 4xx except the transient ones (408, 409, 425, 429), and any 5xx, whose body names the format
+        (``response_format``, ``json_schema``, ``json_object``, schema, grammar, ...): llama-cpp-python
+        answers json_schema with HTTP 500 "Input should be 'text' or 'json_object'", vLLM and gateways
+        with 400/422. A refusal that names no format (say, a prompt over the context length) is not
+        one: falling back would change the mode of every later request for nothing.
+        """
+        if 400 <= status < 500 and status in RETRY_STATUSES:
             return False
+        return status >= 400 and bool(_FORMAT_REJECTION.search(detail))
+
+    def _downgrade(self, tried: str, status: int, detail: str) -> str:
+        """Step down one rung from ``tried`` (recorded in :attr:`format_fallbacks`); returns the next mode."""
         nxt = _MODE_LADDER[_MODE_LADDER.index(tried) + 1]
         with self._lock:
             if _MODE_LADDER.index(self._mode) <= _MODE_LADDER.index(tried):
-                log.warning("judge endpoint rejected response_format=%s; falling back to %s", tried, nxt)
+                log.warning("judge endpoint refused response_format=%s (HTTP %d: %s); falling back to %s",
+                            tried, status, detail[:120], nxt)
                 self._mode = nxt
-        return True
+                self.format_fallbacks.append({"from": tried, "to": nxt, "status": status, "detail": detail[:200]})
+        return nxt
 
     def _complete(self, messages: list[dict[str, str]], schema_name: str, schema: dict[str, Any]) -> _Reply:
         """One logical request with retries; never raises for a failed request, only for misconfiguration."""
@@ -339,8 +378,10 @@ class OpenAIJudge:
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 detail = self.redact(_short(exc))
-                if status in (400, 422) and self._adapt(mode, token_param, detail):
-                    reply.log.append({"attempt": reply.attempts, "error": f"http_{status}", "adapted": detail[:120]})
+                adapted = self._adapt(mode, token_param, status, detail)
+                if adapted is not None:
+                    reply.log.append({"attempt": reply.attempts, "error": f"http_{status}", "adapted": adapted,
+                                      "detail": detail[:120]})
                     continue  # a capability probe, not a failure: it does not use up a retry
                 kind = "rate_limited" if status == 429 else f"http_{status}"
                 failure = f"{kind}: HTTP {status}: {detail}"
@@ -420,7 +461,9 @@ class OpenAIJudge:
         base_evidence["output_sha256"] = hashlib.sha256(output.encode("utf-8")).hexdigest()
         reply = self._complete(pointwise_messages(prompt, output), "pointwise_judgment", pointwise_schema())
         evidence = {**base_evidence, "attempts": reply.attempts, "attempt_log": reply.log,
-                    "response_format": reply.mode, "latency_s": reply.latency_s, "finish_reason": reply.finish_reason,
+                    "response_format": reply.mode, "response_format_requested": self.structured,
+                    "response_format_respected": respected_format(reply.mode, reply.text),
+                    "latency_s": reply.latency_s, "finish_reason": reply.finish_reason,
                     "raw": None if reply.text is None else reply.text[:_RAW_LIMIT]}
         if reply.failure is not None:
             return self._judgment(prompt, model, scores=None, overall=None, unscored_reason=reply.failure,
@@ -512,7 +555,9 @@ class OpenAIJudge:
 
     def _order(self, prompt: EvalPrompt, first: str, second: str, order: str) -> tuple[OrderVerdict, dict[str, Any]]:
         reply = self._complete(pairwise_messages(prompt, first, second), "pairwise_verdict", pairwise_schema())
-        info: dict[str, Any] = {"attempts": reply.attempts, "attempt_log": reply.log, "response_format": reply.mode}
+        info: dict[str, Any] = {"attempts": reply.attempts, "attempt_log": reply.log, "response_format": reply.mode,
+                                "response_format_respected": respected_format(reply.mode, reply.text),
+                                "latency_s": reply.latency_s, "finish_reason": reply.finish_reason}
         raw = None if reply.text is None else reply.text[:_RAW_LIMIT]
         if reply.failure is not None:
             return OrderVerdict(order=order, winner=None, error=reply.failure, raw=raw), info
@@ -650,6 +695,22 @@ class OpenAIJudge:
             finally:
                 for fut in pending:
                     fut.cancel()
+
+
+def respected_format(mode: str, text: str | None) -> bool | None:
+    """Whether a reply respects the response_format it was asked for, judged from the reply itself.
+
+    Servers may accept a response_format and ignore it (``transformers serve`` 5 does, with only a log
+    line), so this is detected, not assumed: under 'json_schema' or 'json_object' the whole reply must be
+    one JSON object (prose or a code fence around it means the format was not enforced). None when no
+    format was asked for ('none') or there is no reply text.
+    """
+    if mode == "none" or text is None:
+        return None
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def _short(exc: openai.APIStatusError) -> str:

@@ -42,6 +42,7 @@ from formablate.plugin.state import (
     HarnessSession,
     _props,
     hypothesis_marker,
+    skip_api_tests,
 )
 
 __all__ = ["pytest_addoption", "pytest_configure", "pytest_collection_modifyitems"]
@@ -76,6 +77,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--set arms.NAME.train.learning_rate=1e-4 (recorded in the results' provenance)",
     )
     group.addoption(
+        "--run-api",
+        action="store_true",
+        default=False,
+        help="run tests marked 'api' (they call a real judge API and need its key); skipped without this option",
+    )
+    group.addoption(
         "--executor",
         default=None,
         metavar="local|ray[://ADDRESS]",
@@ -85,7 +92,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--report-dir",
         default=None,
         metavar="DIR",
-        help="write report.md, report.html and results.json here (default: <reports_dir>/<experiment name>/)",
+        help="write report.md, report.html and results.json here (default: <reports_dir>/<experiment name>/; "
+        "with --results FILE: a replay/ folder beside FILE, so a replay never overwrites the live run's report)",
     )
 
 
@@ -174,6 +182,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if any_hypothesis and session.testsfailed:
         # a broken experiment file fails alone: its collection error is reported, the others still run
         config.option.continue_on_collection_errors = True
+    skip_api_tests(config, items)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

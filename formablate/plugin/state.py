@@ -44,6 +44,9 @@ MARKER_KWARGS = frozenset({"id", "claim"})
 EXPERIMENT_ATTRIBUTE = "FORMABLATE_EXPERIMENT"
 
 
+REPLAY_DIR = "replay"  # a replay's report goes to <folder of --results FILE>/replay/ unless --report-dir says
+
+
 def hypothesis_marker(item: pytest.Item) -> tuple[str, str] | None:
     """``(id, claim)`` of the item's experiment-hypothesis marker, None if it has none.
 
@@ -161,9 +164,15 @@ class HarnessSession:
         return self._experiment
 
     def report_dir(self, results: Results | None) -> Path:
-        """--report-dir, else <reports_dir>/<name>/ of the config, else reports/<experiment of the results>/."""
+        """--report-dir, else replay/ beside the --results file, else <reports_dir>/<name>/ of the config.
+
+        A replay writes beside its results file, never over it: the report there belongs to the live
+        run that made the file (and has its samples, training details and provenance).
+        """
         if (value := self.config.getoption("report_dir", None)) is not None:
             return self.config.invocation_params.dir / value
+        if self.replay_path is not None:
+            return self.replay_path.parent / REPLAY_DIR
         cfg = self.experiment_config()
         if cfg is not None:
             return cfg.path(cfg.reports_dir) / cfg.name
@@ -291,6 +300,8 @@ class HarnessSession:
             + ([cfg.path(cfg.reports_dir) / cfg.name] if cfg is not None else [])
             + ([self.replay_path.parent] if self.replay_path is not None else []),
         )
+        if cfg is not None and self.replay_path is None:
+            _write_cache_index(out_dir, results, cfg)
         for part in self.results_parts:
             Path(part).unlink(missing_ok=True)
         parts_dir = out_dir / ".parts"
@@ -298,4 +309,21 @@ class HarnessSession:
             parts_dir.rmdir()
 
 
+def _write_cache_index(out_dir: Path, results: Results, cfg: Any) -> None:
+    """cache-index.md/.json beside the report: each model's adapter dir, generation and judgment entries."""
+    from formablate.cache_admin import write_cache_index
+
+    write_cache_index(out_dir, results, cfg.path(cfg.cache_dir), cfg.root)
+
+
 SESSION_KEY = pytest.StashKey[HarnessSession]()
+
+
+def skip_api_tests(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip every test marked ``api`` (a real judge API, its key, money) unless ``--run-api`` was given."""
+    if config.getoption("run_api", False):
+        return
+    skip = pytest.mark.skip(reason="calls a real judge API: run with --run-api (and the judge's key exported)")
+    for item in items:
+        if item.get_closest_marker("api") is not None:
+            item.add_marker(skip)

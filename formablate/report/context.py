@@ -17,6 +17,7 @@ from formablate.config import ExperimentConfig, StatsConfig
 from formablate.hypotheses import DECISION_RULE, Component, Evaluation, Verdict, family_p
 from formablate.report.compare import Comparisons, Diff
 from formablate.report.model import FamilyMember
+from formablate.report.judge_accounting import explain_missing_pairwise, judge_accounting_lines
 from formablate.report.model import RunInfo
 from formablate.report.provenance import collect_provenance, repo_relative, scrub_paths
 from formablate.report.samples import PromptSideBySide, SampleSet
@@ -167,6 +168,10 @@ def _design(results: Results, cfg: ExperimentConfig | None, stats: StatsConfig, 
     judge = [("judge", results.judge.id), ("pairwise (blind, both orders)", "yes" if results.judge.pairwise else "no")]
     if cfg is not None:
         judge.append(("configured kind", cfg.judge.kind + (f" ({cfg.judge.model})" if cfg.judge.model else "")))
+        if cfg.judge.kind == "openai":
+            judge.append(("configured decoding", f"max_tokens {cfg.judge.max_tokens}, structured output "
+                                                 f"{cfg.judge.structured}, temperature {cfg.judge.temperature}"))
+    judge += judge_accounting_lines(results)
     st = [(f"alpha (family-wise, {len(family)} hypotheses: {', '.join(m.id for m in family)})", str(stats.alpha)), ("correction", stats.correction),
           ("bootstrap resamples", str(stats.bootstrap_resamples)), ("permutations", str(stats.permutations)),
           ("smallest effect (judge points)", str(stats.smallest_effect)),
@@ -535,7 +540,7 @@ def build_context(
                                                                   for i, r in enumerate(tables.by_judge)]),
         "loss_quality": {"table": lq, "rho": rho_lines, "note": tables.rho_note},
         "category": {"table": cat, "empty": not tables.category_matrix},
-        "verdicts": _verdicts(by_id, run),
+        "verdicts": explain_missing_pairwise(_verdicts(by_id, run), results),
         "samples": _samples(samples),
         "provenance": collect_provenance(results, config, config_path, root),
         "images": imgs,

@@ -24,6 +24,7 @@ from typing import Any
 from formablate.errors import DataFileError
 from formablate.io import read_jsonl
 from formablate.results import PromptRow, Results
+from formablate.report.sanitize import sanitize_text
 
 __all__ = ["Sample", "SampleSet", "load_samples", "load_prompt_texts", "select_samples", "MIN_SAMPLES", "MAX_SAMPLES",
            "Reply", "PromptSideBySide", "side_by_side", "sanitize_text"]
