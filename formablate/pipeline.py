@@ -166,10 +166,12 @@ class ModelRun:
 class Pipeline:
     """Materialises models lazily through the caches; one instance per experiment and process."""
 
-    def __init__(self, cfg: ExperimentConfig, *, cache: Cache | None = None, progress: bool = True):
+    def __init__(self, cfg: ExperimentConfig, *, cache: Cache | None = None, progress: bool = True,
+                 check: bool = True):
         from formablate.config import check_inputs
 
-        check_inputs(cfg)  # a missing or undecodable eval/data file fails here, not after training
+        if check:  # False only on an executor's worker, which receives just its own job's files
+            check_inputs(cfg)  # a missing or undecodable eval/data file fails here, not after training
         device = worker_device(cfg)
         if device is not None:
             def on(m: ModelConfig) -> ModelConfig:
@@ -476,7 +478,7 @@ class Pipeline:
                 pairwise_vs_base=outcome_map[p.outcome] if p is not None and p.outcome is not None else None,
                 pairwise_unscored_reason=p.unscored_reason if p is not None and p.outcome is None else None,
                 tokens=gens[j.prompt_id]["tokens"], json_valid=om.json_parsed,
-                kl=kl_by_prompt.get(j.prompt_id),
+                kl=kl_by_prompt.get(j.prompt_id), slop=om.slop_hits > 0,
             ))
             if j.scored:
                 checks_total += len(j.checks)

@@ -68,6 +68,7 @@ class PromptRow(_Strict):
     tokens: int | None = Field(None, ge=0, description="Tokens in the generated reply.")
     json_valid: bool | None = Field(None, description="Reply parses as the JSON the prompt asks for; None if n/a.")
     kl: float | None = Field(None, ge=0, description="KL(adapter || base) on this prompt's sampled responses.")
+    slop: bool | None = Field(None, description="The reply contains a slop phrase (formablate.metrics.slop); None if unknown.")
 
     @model_validator(mode="after")
     def _scored_or_reason(self) -> "PromptRow":

@@ -10,7 +10,7 @@ import pytest
 from formablate import cli
 from formablate.cache_admin import STAGES, cache_index, index_markdown
 from formablate.config import StatsConfig
-from formablate.fixtures.synthetic import synthetic_results
+from formablate.synthetic import synthetic_results
 
 
 def _layout(root):

@@ -98,8 +98,8 @@ def test_evidence_arguments_are_checked():
     from formablate.hypotheses.evidence import ArmRef
 
     a, b = ArmRef("a"), ArmRef("b")
-    with pytest.raises(ConfigError, match="paired\\(on='slop'\\)"):
-        paired(a, b, on="slop")
+    with pytest.raises(ConfigError, match="paired\\(on='perplexity'\\)"):
+        paired(a, b, on="perplexity")
     with pytest.raises(ConfigError, match="direction"):
         paired(a, b, direction="better")
     with pytest.raises(ConfigError, match="rank_correlation: quantity 'loss'"):

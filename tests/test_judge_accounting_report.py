@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from formablate.config import StatsConfig
-from formablate.fixtures.synthetic import synthetic_results
+from formablate.synthetic import synthetic_results
 from formablate.report import RunInfo
 from formablate.report.writer import render_report
 from formablate.results import PairwiseCoverage, Results

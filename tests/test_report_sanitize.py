@@ -6,7 +6,7 @@ import subprocess
 import unicodedata
 
 from formablate.config import StatsConfig
-from formablate.fixtures.synthetic import synthetic_results, synthetic_samples
+from formablate.synthetic import synthetic_results, synthetic_samples
 from formablate.io import atomic_write_jsonl
 from formablate.report import RunInfo, write_report
 from formablate.report.sanitize import sanitize_text

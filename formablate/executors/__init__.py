@@ -100,7 +100,7 @@ def job_name(job: Job) -> str:
 
 def jobs_for(cfg: ExperimentConfig, arms: Sequence[str]) -> list[Job]:
     """One job per (arm, seed) of ``arms``, then the base."""
-    return [("arm", cfg.arm(a).name, seed) for a in arms for seed in cfg.train.seeds] + [("base",)]
+    return [("arm", cfg.arm(a).name, seed) for a in arms for seed in cfg.arm(a).train.seeds] + [("base",)]
 
 
 def _judges_in_job(cfg: ExperimentConfig) -> bool:
@@ -110,7 +110,7 @@ def _judges_in_job(cfg: ExperimentConfig) -> bool:
 def _run_chain(cfg: ExperimentConfig, cache: Cache, job: Job, judge: bool) -> None:
     from formablate.pipeline import Pipeline
 
-    pipe = Pipeline(cfg, cache=cache, progress=False)
+    pipe = Pipeline(cfg, cache=cache, progress=False, check=False)  # the driver checked every input
     if job[0] == "base":
         pipe.base_chain(judge=judge)
     else:

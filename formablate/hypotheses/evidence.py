@@ -77,6 +77,7 @@ PER_PROMPT_METRICS: dict[str, tuple[str, str]] = {
     "length": ("tokens", "reply length per prompt (tokens)"),
     "tokens": ("tokens", "reply length per prompt (tokens)"),
     "pairwise": ("pairwise", "pairwise outcome against the base per prompt (win 1, tie 1/2, loss 0)"),
+    "slop": ("slop", "reply contains a slop phrase, per prompt (0/1; formablate.metrics.slop)"),
 }
 #: 0/1 per-prompt metrics: their non-inferiority test is the exact paired-binary score test
 #: (:func:`formablate.hypotheses.components.binary_noninferiority`), not the shifted sign-flip, which is

@@ -35,6 +35,7 @@ class PromptView:
     tokens: float | None
     json_valid: float | None
     kl: float | None
+    slop: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class ArmView:
         if self.rows is None:
             return f"needs per-prompt data: {self.name!r} has only aggregate metrics"
         attr = {"overall": "overall", "pairwise": "pairwise", "json_valid": "json_valid", "kl": "kl",
-                "tokens": "tokens"}[what]
+                "tokens": "tokens", "slop": "slop"}[what]
         if all(getattr(r, attr) is None for r in self.rows.values()):
             return f"needs per-prompt {what}: {self.name!r} has none recorded"
         return None
@@ -100,6 +101,7 @@ def _view(name: str, models: list[ModelResult]) -> ArmView:
                     tokens=float(r.tokens) if r.tokens is not None else None,
                     json_valid=float(r.json_valid) if r.json_valid is not None else None,
                     kl=r.kl,
+                    slop=float(r.slop) if r.slop is not None else None,
                 )
                 for r in m.per_prompt or []
             }
@@ -117,6 +119,7 @@ def _view(name: str, models: list[ModelResult]) -> ArmView:
                 tokens=_mean([float(r.tokens) if r.tokens is not None else None for r in rs]),
                 json_valid=_mean([float(r.json_valid) if r.json_valid is not None else None for r in rs]),
                 kl=_mean([r.kl for r in rs]),
+                slop=_mean([float(r.slop) if r.slop is not None else None for r in rs]),
             )
             for pid, rs in grouped.items()
         }
