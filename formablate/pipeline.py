@@ -338,10 +338,9 @@ class Pipeline:
         if trained.built:
             _say(f"{name}: trained in {time.perf_counter() - t0:.0f}s, final loss {trained.metrics.get('final_loss')}")
         run = ModelRun(name=name, kind="adapter", model_key=trained.key, arm=arm, seed=seed, train_meta=trained.meta)
-        # the adapter's content hash too: generations of a rebuilt (different) adapter are new generations
-        content = trained.meta.get("content_sha256")
-        gen_model = f"{run.model_key}+{content}" if content else run.model_key
-        run.generation_key = generation_key(gen_model, prompts_hash(self.prompts), self.cfg.eval)
+        # the key of the generation entry; judgments are keyed by it and by the hash of the exact outputs
+        # they judge, so the replies of a rebuilt adapter that differ get new judgments
+        run.generation_key = generation_key(run.model_key, prompts_hash(self.prompts), self.cfg.eval)
         holder: dict[str, Any] = {}
 
         def peft():

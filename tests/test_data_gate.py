@@ -40,10 +40,10 @@ def repo(pytester: pytest.Pytester) -> Path:
 
 def test_gate_passes_on_the_good_fixture_one_test_per_rule_and_file(pytester, repo):
     result = pytester.runpytest_subprocess("experiments", "-m", "dataset", "-p", "no:cacheprovider", "-rA", "-q")
-    # 16 dataset rules (format_identity included) + 6 formats x 6 rules + 3 eval rules + (canonical + 6 formats)
+    # 17 dataset rules (format_identity, arithmetic, reasoning_check included) + 6 formats x 6 rules + 3 eval rules + (canonical + 6 formats)
     # contamination + the config's datasets are gated (+ 1 skipped: every file the config trains on is declared
     # by the manifest, so no undeclared-file rules)
-    result.assert_outcomes(passed=16 + 36 + 3 + 7 + 1, skipped=1)
+    result.assert_outcomes(passed=17 + 36 + 3 + 7 + 1, skipped=1)
     out = result.stdout.str()
     assert "test_format_rule[tiny-multi_turn_verbose-token_length]" in out
     assert "highest near-duplicate pair" in out and "counted with the tokenizer, max_length=900" in out

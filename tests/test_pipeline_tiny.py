@@ -83,7 +83,7 @@ def test_results_roundtrip_and_verdicts_run(first, tmp_path):
     again = load_results(path)
     assert again.model_dump() == results.model_dump()
     verdicts = evaluate_all(again)
-    assert {v.id for v in verdicts} == {f"H{i}" for i in range(1, 8)}
+    assert {v.id for v in verdicts} == {f"H{i}" for i in range(0, 8)}
     assert all(v.verdict in {"CONFIRMED", "REJECTED", "INCONCLUSIVE"} for v in verdicts)
 
 

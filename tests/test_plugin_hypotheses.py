@@ -24,8 +24,8 @@ from formablate.verdicts import evaluate_all
 pytest_plugins = ["pytester"]
 
 ROOT = find_repo_root(Path(__file__).parent)
-EXPERIMENTS = sorted((ROOT / "experiments").glob("test_h[1-7]_*.py"))
-EXPECTED = {"H1": "CONFIRMED", "H2": "CONFIRMED", "H3": "CONFIRMED", "H4": "INCONCLUSIVE", "H5": "INCONCLUSIVE",
+EXPERIMENTS = sorted((ROOT / "experiments").glob("test_h[0-7]_*.py"))
+EXPECTED = {"H0": "INCONCLUSIVE", "H1": "CONFIRMED", "H2": "CONFIRMED", "H3": "CONFIRMED", "H4": "INCONCLUSIVE", "H5": "INCONCLUSIVE",
             "H6": "REJECTED", "H7": "CONFIRMED"}
 
 
@@ -64,8 +64,8 @@ def test_there_is_one_module_per_hypothesis_with_the_preregistered_claim():
     from formablate.hypotheses import discover
 
     family = discover(ROOT / "experiments")
-    assert [h.id for h in family] == [f"H{i}" for i in range(1, 8)]
-    assert [p.name[:8] for p in EXPERIMENTS] == [f"test_h{i}_" for i in range(1, 8)]
+    assert [h.id for h in family] == [f"H{i}" for i in range(0, 8)]
+    assert [p.name[:8] for p in EXPERIMENTS] == [f"test_h{i}_" for i in range(0, 8)]
     by_id = {h.id: h for h in family}
     for path in EXPERIMENTS:
         text = path.read_text(encoding="utf-8")
@@ -84,7 +84,7 @@ def test_there_is_one_module_per_hypothesis_with_the_preregistered_claim():
 def test_k_selects_one_hypothesis_and_reports_only_it(experiments, replay_file, full_run, tmp_path):
     out = tmp_path / "report"
     result = experiments.runpytest("-v", "-k", "H6", "--results", str(replay_file), "--report-dir", str(out))
-    result.assert_outcomes(failed=1, deselected=6)
+    result.assert_outcomes(failed=1, deselected=7)
     result.stdout.fnmatch_lines([
         "*test_h6_terse_structured.py::test_h6_terse_beats_verbose_on_structured_tasks REJECTED*",
         "*formablate verdicts*",
@@ -107,13 +107,13 @@ def test_k_selects_one_hypothesis_and_reports_only_it(experiments, replay_file, 
     written = load_results(out / "results.json")
     assert written.model_copy(update={"hypotheses": None}) == load_results(replay_file)
     # the file records the run's family (all seven collected, though -k ran one) and its verdicts
-    assert written.hypotheses["family"] == [f"H{i}" for i in range(1, 8)]
+    assert written.hypotheses["family"] == [f"H{i}" for i in range(0, 8)]
     assert written.hypotheses["verdicts"]["H6"]["verdict"] == "REJECTED"
 
 
 def test_verdict_words_outcomes_and_summary(experiments, replay_file, full_run, tmp_path):
     result = experiments.runpytest("-v", "-rs", "--results", str(replay_file), "--report-dir", str(tmp_path))
-    result.assert_outcomes(passed=4, failed=1, skipped=2)
+    result.assert_outcomes(passed=4, failed=1, skipped=3)
     recorded = _verdicts(result.reprec)
     assert {h: v["verdict"] for h, v in recorded.items()} == EXPECTED
     assert {h: v["p_adjusted"] for h, v in recorded.items()} == {h: v["p_adjusted"] for h, v in full_run.items()}
@@ -159,7 +159,7 @@ def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> _FakePipeline:
 def test_live_run_builds_only_what_the_selected_hypothesis_needs(experiments, fake_pipeline, tmp_path):
     config = ROOT / "experiments" / "configs" / "format_ablation_cpu.yaml"
     result = experiments.runpytest("-v", "-k", "H2", "--experiment", str(config), "--report-dir", str(tmp_path))
-    result.assert_outcomes(passed=1, deselected=6)
+    result.assert_outcomes(passed=1, deselected=7)
     # the base is always reported (pairwise, KL and drift are measured against it)
     assert fake_pipeline.calls == [(["multi_turn_concise", "alpaca_flat"], True)]
     written = load_results(tmp_path / "results.json")
@@ -186,7 +186,7 @@ def test_missing_pipeline_is_a_clear_error(experiments, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "formablate.pipeline", None)  # as if formablate/pipeline.py did not exist
     config = ROOT / "experiments" / "configs" / "format_ablation_cpu.yaml"
     result = experiments.runpytest("-k", "H4", "--experiment", str(config), "--report-dir", str(tmp_path))
-    result.assert_outcomes(failed=1, deselected=6)
+    result.assert_outcomes(failed=1, deselected=7)
     result.stdout.fnmatch_lines(["*NotImplementedYet: the live pipeline (formablate.pipeline.build_results)*",
                                  "*--results FILE*", "*report not written: no results*"])
     assert not (tmp_path / "report.md").exists()

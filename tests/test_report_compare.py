@@ -107,11 +107,11 @@ def test_scope_and_sandbox_opt_out_are_shown_only_when_recorded(synthetic):
     assert "SANDBOX OPT-OUT" in sandbox_warning({"sandbox": {"enabled": False}})
     assert "SANDBOX OPT-OUT" in sandbox_warning({"sandbox": "off"})
 
-    class ScopedVerdict(Verdict):
-        scope: str = ""
+    assert "SANDBOX OPT-OUT" in sandbox_warning({"sandbox": {"isolation": "none", "version": "sandbox-2"}})
+    assert sandbox_warning({"sandbox": {"isolation": "bwrap", "version": "sandbox-2", "available": True}}) is None
 
     res = synthetic.model_copy(update={"provenance": {**synthetic.provenance, "sandbox": {"enabled": False}}})
-    verdicts = [ScopedVerdict(**v.model_dump(), scope="conditional on the trained adapters (1 seed)")
+    verdicts = [v.model_copy(update={"scope": "adapters", "scope_note": "conditional on the trained adapters (1 seed)"})
                 for v in evaluate_all(synthetic)]
     md, html, _ = render_report(res, verdicts, RunInfo(mode="cli", source="x"))
     first = md.split("## Status", 1)[0]
@@ -119,7 +119,8 @@ def test_scope_and_sandbox_opt_out_are_shown_only_when_recorded(synthetic):
     assert "Verdict scope: conditional on the trained adapters (1 seed)" in first
     assert "| scope |" in md
     plain, _, _ = render_report(synthetic, evaluate_all(synthetic), RunInfo(mode="cli", source="x"))
-    assert "SANDBOX" not in plain and "| scope |" not in plain
+    assert "SANDBOX" not in plain  # every verdict records its scope now, so the scope column is always there
+    assert "| scope |" in plain and "conditional on the trained adapters" in plain
 
 
 def test_judge_agreement_counts_add_up_to_the_pairwise_outcomes(synthetic):
@@ -170,7 +171,8 @@ def test_same_prompt_every_arm_filterable_and_markdown_stays_text(synthetic, tmp
 
 
 def test_sanitize_text_keeps_newlines_and_tabs_only():
-    assert sanitize_text("a\x00b\x1b[0m\tc\n\x85d\x7f\r\n") == "a\ufffdb\ufffd[0m\tc\n\ufffdd\ufffd\n"
+    # formablate/report/sanitize.py: control bytes become visible escapes, CR/CRLF become newlines
+    assert sanitize_text("a\x00b\x1b[0m\tc\n\x85d\x7f\r\n") == "a\\x00b\\x1b[0m\tc\n\\x85d\\x7f\n"
 
 
 def test_loss_curves_come_from_the_recorded_history(synthetic):

@@ -42,8 +42,9 @@ def test_h4_replay_has_positive_rho_exact_p_and_says_what_it_means(seed_verdicts
     # Exact: the p-value is a count over all 8! = 40,320 orderings, equal to brute-force enumeration.
     assert v.p_value * 40320 == pytest.approx(_brute_force_count(loss, judge), abs=1e-6)
     assert v.p_value == pytest.approx(1304 / 40320)
-    # Holm across the fixed family: the six others have no p-value (aggregates only) and count as p = 1.
-    assert v.p_adjusted == pytest.approx(7 * v.p_value)
+    # Holm across the family of experiments/ (H0-H7): the seven others have no p-value (aggregates only)
+    # and count as p = 1, so the adjusted p is 8 x the raw p.
+    assert v.p_adjusted == pytest.approx(8 * v.p_value)
     assert v.verdict == "INCONCLUSIVE" and "not significant after Holm" in v.reason
     assert "lower final training loss went with LOWER judge scores" in v.words
     assert "1304/40320" in v.words
@@ -88,7 +89,7 @@ def _run(argv):
 def test_cli_json_is_keyed_by_hypothesis(capsys):
     assert _run(["--results", str(REFERENCE), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert sorted(out) == [f"H{i}" for i in range(1, 8)]
+    assert sorted(out) == [f"H{i}" for i in range(0, 8)]
     h4 = out["H4"]
     assert h4["verdict"] == "INCONCLUSIVE" and h4["statistic"] == pytest.approx(h4["estimate"])
     assert h4["p_value"] == pytest.approx(1304 / 40320) and len(h4["interval"]) == 2

@@ -78,7 +78,9 @@ class ArmView:
         attr = {"overall": "overall", "pairwise": "pairwise", "json_valid": "json_valid", "kl": "kl",
                 "tokens": "tokens", "slop": "slop"}[what]
         if all(getattr(r, attr) is None for r in self.rows.values()):
-            return f"needs per-prompt {what}: {self.name!r} has none recorded"
+            if what == "pairwise":
+                return f"needs per-prompt {what}: {self.name!r} has none recorded"
+            return f"needs per-prompt {what}: {self.name!r} has no {what} value in this results file"
         return None
 
 

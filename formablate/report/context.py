@@ -303,6 +303,9 @@ def _scope(v: Verdict) -> str:
     scope = getattr(v, "scope", None)
     if scope is None:
         return ""
+    note = getattr(v, "scope_note", "")
+    if scope in ("adapters", "format") and note:  # formablate.hypotheses.records.Verdict: say what it means
+        return note if scope == "adapters" else f"format: {note}"
     if isinstance(scope, dict):
         return "; ".join(f"{k}: {val}" for k, val in scope.items() if val not in (None, "", [], {}))
     return str(scope)
@@ -328,7 +331,8 @@ def sandbox_warning(provenance: dict[str, Any]) -> str | None:
         detail = sb
     elif isinstance(sb, dict):
         off = (sb.get("enabled") is False or bool(sb.get("opt_out")) or bool(sb.get("disabled"))
-               or str(sb.get("mode", "")).lower() in _SANDBOX_OFF or bool(sb.get("unsafe")))
+               or str(sb.get("mode", "")).lower() in _SANDBOX_OFF or bool(sb.get("unsafe"))
+               or str(sb.get("isolation", "")).lower() in _SANDBOX_OFF)
         detail = ", ".join(f"{k}={v}" for k, v in sb.items())
     if not off:
         return None
