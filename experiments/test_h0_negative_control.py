@@ -1,6 +1,6 @@
 """H0 - the default study has a treatment: the negative-control adapter is detectably unlike the base.
 
-Claim (stated before any data, in experiments/configs/format_ablation_cpu.yaml): the adapter trained on
+Claim (stated before any data) - pre-registered in experiments/configs/format_ablation_cpu.yaml: the adapter trained on
 bad_format_control (the same content wrapped in chatty filler whose openers are mostly slop phrases such
 as "Great question!") puts a slop phrase into more of its eval replies than the untrained base model.
 If this cannot be shown, the budget did not move the adapters, and no format verdict of the run can mean
