@@ -78,6 +78,8 @@ __all__ = [
     "sample_rows",
     "PerRowSampler",
     "run_generate",
+    "decode_compacting",
+    "GENERATE_ENGINE",
     "iter_generate",
     "generate",
     "generation_key",
@@ -90,6 +92,8 @@ __all__ = [
 GENERATE_CODE_VERSION = 1
 # largest |logit difference| a merged adapter may show against the unmerged one (plus: no greedy token may change)
 MERGE_TOLERANCE = 1e-2
+# how run_generate decodes: "compact" (decode_compacting: finished rows leave the batch) or "hf" (model.generate)
+GENERATE_ENGINE = "compact"
 _VERSIONED = ("torch", "transformers", "peft")
 
 
@@ -346,11 +350,26 @@ def run_generate(
     seeds: Sequence[int] | None,
     temperature: float,
     top_p: float,
+    engine: str | None = None,
 ) -> tuple[torch.Tensor, PerRowSampler | None]:
-    """One ``generate`` call on a left-padded batch; returns the new tokens (rows x steps) and the sampler used.
+    """One left-padded batch; returns the new tokens (rows x steps, ``pad_id`` after a row's stop) and the sampler.
 
     ``seeds`` None (or temperature 0) is greedy decoding; otherwise row ``i`` samples with generator ``seeds[i]``.
+    ``engine`` (default :data:`GENERATE_ENGINE`): ``"compact"`` is :func:`decode_compacting`, which drops each
+    row from the batch once it has stopped; ``"hf"`` is one ``model.generate`` call, every row computed until
+    the last one stops. Both feed a row the same inputs (positions, mask, cache) and the same per-row draws.
     """
+    engine = engine or GENERATE_ENGINE
+    if engine == "compact" and not compactable(model):
+        engine = "hf"  # a cache whose layers cannot drop rows (e.g. LFM2's conv states): every row runs to the end
+    sampler = None
+    if seeds is not None and temperature > 0:
+        sampler = PerRowSampler(seeds, temperature, top_p, input_ids.device)
+    if engine == "compact":
+        return decode_compacting(model, input_ids, attention_mask, max_new_tokens=max_new_tokens, stops=stops,
+                                 pad_id=pad_id, sampler=sampler), sampler
+    if engine != "hf":
+        raise ConfigError(f"generation engine {engine!r}: choose 'compact' or 'hf'")
     from transformers import GenerationConfig, LogitsProcessorList
 
     gen_cfg = GenerationConfig(
@@ -360,16 +379,83 @@ def run_generate(
         eos_token_id=stops,
         pad_token_id=pad_id,
     )
-    sampler = None
-    processors = LogitsProcessorList()
-    if seeds is not None and temperature > 0:
-        sampler = PerRowSampler(seeds, temperature, top_p, input_ids.device)
-        processors.append(sampler)
+    processors = LogitsProcessorList([sampler] if sampler is not None else [])
     with _neutral_generation_config(model), torch.inference_mode():
         out = model.generate(
             input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg, logits_processor=processors
         )
     return out[:, input_ids.shape[1] :], sampler
+
+
+def compactable(model) -> bool:
+    """Whether every layer of the model's KV cache can drop batch rows (``batch_select_indices``)."""
+    from transformers import DynamicCache
+
+    layers = getattr(DynamicCache(config=_hf_model(model).config), "layers", [])
+    return bool(layers) and all(hasattr(layer, "batch_select_indices") for layer in layers)
+
+
+def decode_compacting(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    stops: list[int],
+    pad_id: int,
+    sampler: PerRowSampler | None,
+) -> torch.Tensor:
+    """Greedy or per-row-sampled decoding that removes a row from the batch (and the KV cache) once it stops.
+
+    ``model.generate`` keeps computing every row until the last one stops; at batch 32 over 96 tokens only
+    ~62 % of the row-steps carried a token (benchmarks/generation_throughput.py). Here each step runs the
+    live rows only. A row gets exactly the inputs ``generate`` would give it: positions ``cumsum(mask) - 1``
+    from the left-padded prompt, then one more per step; the mask grows by one column a step; the prompt's
+    forward keeps only the last position's logits; the logits are taken in fp32; the row's own generator
+    draws once per step. What can differ is the float rounding of a GEMM whose other rows changed, which
+    the batch-invariance guarantee of this module already allows for; ``benchmarks/bench.py`` (b) counts the
+    replies that differ from ``generate``'s on the real model (tests/test_generate_batching.py: none, fp32).
+    """
+    from transformers import DynamicCache
+
+    rows = input_ids.shape[0]
+    device = input_ids.device
+    stop_t = torch.tensor(sorted(set(stops)), device=device)
+    out = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    live = torch.arange(rows, device=device)
+    generators = list(sampler.generators) if sampler is not None else None
+    mask = attention_mask.long()
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    padded = not bool((mask == 1).all())  # like generate: an all-ones mask is dropped (no padding to mask)
+    cache = DynamicCache(config=_hf_model(model).config)
+    last = positions[:, -1:]
+    step_ids, step_pos = input_ids, positions
+    width = 0
+    with torch.inference_mode():
+        for step in range(max_new_tokens):
+            logits = model(input_ids=step_ids, attention_mask=mask if padded else None, position_ids=step_pos, cache=cache,
+                           use_cache=True, logits_to_keep=1).logits[:, -1, :].to(dtype=torch.float32, copy=True)
+            if sampler is not None:
+                u = torch.cat([torch.rand(1, generator=g, device=device, dtype=torch.float64) for g in generators])
+                chosen = sample_rows(logits, sampler.temperature, sampler.top_p, u)
+            else:
+                chosen = logits.argmax(-1)
+            out[live, step] = chosen
+            width = step + 1
+            going = ~torch.isin(chosen, stop_t)
+            if step + 1 == max_new_tokens or not bool(going.any()):
+                break
+            if not bool(going.all()):
+                keep = going.nonzero().squeeze(1)
+                live, chosen, mask, last = live[keep], chosen[keep], mask[keep], last[keep]
+                cache.batch_select_indices(keep)
+                if generators is not None:
+                    generators = [generators[i] for i in keep.tolist()]
+            if padded:
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            last = last + 1
+            step_ids, step_pos = chosen[:, None], last
+    return out[:, :width]
 
 
 def split_reply(row: list[int], stops: set[int]) -> tuple[list[int], str, bool]:

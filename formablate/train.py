@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 # bump when the training code changes what an adapter with the same key would learn
-TRAIN_CODE_VERSION = 2  # 2: padding-free batches (same loss, different bf16 rounding)
+TRAIN_CODE_VERSION = 3  # 2: padding-free batches; 3: per-document attention, supervised-only LM head (same loss, other bf16 rounding)
 _VERSIONED = ("torch", "transformers", "peft", "trl")
 
 

@@ -165,3 +165,30 @@ def test_progress_bar_shows_prompts_and_tokens_per_second(capsys):
     err = capsys.readouterr().err
     assert "generate arm" in err and "3/3" in err and "prompt" in err and "tok_s=" in err
     assert "<" in err  # tqdm's [elapsed<remaining] shows the time left
+
+
+@pytest.mark.parametrize("arch", ["llama", "lfm2"])
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_compacting_decoder_gives_generates_replies(arch, temperature, monkeypatch):
+    # finished rows leave the batch (and the KV cache) in the compacting decoder; every reply must equal
+    # what transformers' generate gives the same batch, greedy and sampled
+    import formablate.generate as gen
+
+    model, tok = sharp_tiny(arch)
+    # LFM2's conv-state cache cannot drop rows: it falls back to generate (and must still agree)
+    assert gen.compactable(model) is (arch == "llama")
+    prompts = make_prompts()
+    cfg = EvalConfig(temperature=temperature, top_p=0.9, max_new_tokens=24, batch_size=5, seed=42)
+    monkeypatch.setattr(gen, "GENERATE_ENGINE", "compact")
+    compact = generate(model, tok, prompts, cfg, model_name="m", progress=False)
+    monkeypatch.setattr(gen, "GENERATE_ENGINE", "hf")
+    hf = generate(model, tok, prompts, cfg, model_name="m", progress=False)
+    assert _outputs(compact) == _outputs(hf)
+    # not vacuous: rows of one batch stopped at different steps, so the compacting path really dropped rows
+    lengths = {}
+    for r in compact:
+        lengths.setdefault(r["batch_index"], set()).add((r["tokens"], r["finish_reason"]))
+    assert any(len(v) > 1 and any(reason == "stop" for _, reason in v) for v in lengths.values())
+    with pytest.raises(ConfigError, match="generation engine 'nope'"):
+        gen.run_generate(model, *gen.left_pad([[1, 2]], 0, torch.device("cpu")), max_new_tokens=2, stops=[0],
+                         pad_id=0, seeds=None, temperature=0.0, top_p=1.0, engine="nope")

@@ -62,6 +62,15 @@ class CountingModel:
         return getattr(self._model, name)
 
 
+@pytest.fixture(autouse=True)
+def hf_engine(monkeypatch):
+    # CountingModel counts (and interrupts) model.generate calls: these cache tests run the "hf" engine;
+    # the compacting engine's replies are checked against it in tests/test_generate_batching.py
+    import formablate.generate as gen
+
+    monkeypatch.setattr(gen, "GENERATE_ENGINE", "hf")
+
+
 CFG = EvalConfig(temperature=0.7, top_p=0.9, max_new_tokens=12, batch_size=2, seed=42)
 
 

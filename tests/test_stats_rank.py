@@ -142,7 +142,7 @@ def _holm_sequential(p, alpha):
     order = sorted(p, key=lambda k: p[k])
     rejected = set()
     for j, k in enumerate(order):
-        if p[k] < alpha / (len(p) - j):
+        if p[k] <= alpha / (len(p) - j):
             rejected.add(k)
         else:
             break
@@ -159,7 +159,7 @@ def test_holm_matches_sequential_rule_and_never_rejects_more_than_uncorrected(ps
     res = holm(p, alpha)
     rejected = {k for k, r in res.rejected.items() if r}
     assert rejected == _holm_sequential(p, alpha)
-    assert rejected <= {k for k, v in p.items() if v < alpha}
+    assert rejected <= {k for k, v in p.items() if v <= alpha}
     assert all(res.adjusted[k] >= p[k] for k in p)
 
 

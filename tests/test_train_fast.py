@@ -11,6 +11,7 @@ import torch
 from formablate.config import ExperimentConfig
 from formablate.errors import ConfigError
 from formablate.models import load_base
+from formablate.models.fast_train import DOC_SDPA, compact_fused_head, doc_sdpa_attention
 from formablate.models.fit import fit_adapter, padding_free_supported, resolve_checkpointing
 from formablate.models.sft_data import load_sft_dataset
 
@@ -85,6 +86,9 @@ def test_padding_free_gives_the_padded_paths_per_step_loss_and_weights(tmp_path,
     padded, lora_padded = _run(cfg, arm_name, padding_free=False)
     fast, lora_fast = _run(cfg, arm_name, padding_free=True)
     assert fast["padding_free"] is True and padded["padding_free"] is False
+    # the fast path ran both exact replacements (per-document attention, supervised-only LM head)
+    assert fast["attention"] == DOC_SDPA and padded["attention"] == "sdpa"
+    assert fast["lm_head"].startswith("supervised") and padded["lm_head"] == "trl fused"
     lp = [h["loss"] for h in padded["loss_history"]]
     lf = [h["loss"] for h in fast["loss_history"]]
     assert len(lp) == len(lf) == 4
@@ -141,3 +145,54 @@ def test_checkpointing_auto_is_off_once_padding_is_gone():
     assert resolve_checkpointing("auto", "cpu", padding_free=True) is False
     assert resolve_checkpointing("auto", "cpu", padding_free=False) is True
     assert resolve_checkpointing(True, "cpu", padding_free=True) is True
+
+
+def test_per_document_attention_equals_the_block_diagonal_mask():
+    # GQA shapes (9 query heads over 3 kv heads, as SmolLM2), three documents in one row
+    torch.manual_seed(0)
+    lengths = (5, 11, 3)
+    t = sum(lengths)
+    q, k, v = torch.randn(1, 9, t, 8), torch.randn(1, 3, t, 8), torch.randn(1, 3, t, 8)
+    pos = torch.cat([torch.arange(n) for n in lengths])[None]
+    doc = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])
+    allowed = (doc[:, None] == doc[None, :]) & (torch.arange(t)[:, None] >= torch.arange(t)[None, :])
+    module = torch.nn.Module().eval()
+    out, _ = doc_sdpa_attention(module, q, k, v, None, scaling=0.3, position_ids=pos)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), attn_mask=allowed, scale=0.3)
+    torch.testing.assert_close(out, ref.transpose(1, 2), rtol=1e-5, atol=1e-6)
+    # a leak would show: the same row without document boundaries gives something else
+    leak, _ = doc_sdpa_attention(module, q, k, v, None, scaling=0.3, position_ids=torch.arange(t)[None])
+    assert (leak - out).abs().max() > 1e-3
+    with pytest.raises(RuntimeError, match="padding-free training rows only"):
+        doc_sdpa_attention(module, q, k, v, torch.ones(1, 1, t, t, dtype=torch.bool), position_ids=pos)
+
+
+def test_supervised_only_lm_head_equals_trls_fused_head(tmp_path):
+    from trl.trainer.utils import add_fused_lm_head
+
+    cfg = _cfg(tmp_path)
+    reference, compact = load_base(cfg.model).model, load_base(cfg.model).model
+    for m in (reference, compact):
+        add_fused_lm_head(m, outputs=("log_probs", "entropy", "is_top1"))
+    assert compact_fused_head(compact, entropy=True) is True
+    assert compact_fused_head(load_base(cfg.model).model) is False  # nothing to replace without TRL's patch
+    ids = torch.randint(3, 200, (2, 17))
+    labels = ids.clone()
+    labels[:, :6] = -100
+    labels[1, 10:] = -100
+    with torch.no_grad():
+        a = reference(input_ids=ids, labels=labels, fused_lm_head=True)
+        b = compact(input_ids=ids, labels=labels, fused_lm_head=True)
+    assert torch.equal(a.label_mask, b.label_mask) and int(b.label_mask.sum()) == 11 + 4
+    for field in ("loss", "log_probs", "entropy"):
+        torch.testing.assert_close(getattr(b, field), getattr(a, field), rtol=1e-5, atol=1e-5)
+    assert torch.equal(a.is_top1, b.is_top1)
+    # the training default skips the logging-only entropy (NaN), and nothing else changes
+    skipped = load_base(cfg.model).model
+    add_fused_lm_head(skipped, outputs=("log_probs", "entropy", "is_top1"))
+    compact_fused_head(skipped)
+    with torch.no_grad():
+        c = skipped(input_ids=ids, labels=labels, fused_lm_head=True)
+    assert torch.isnan(c.entropy[c.label_mask]).all()
+    torch.testing.assert_close(c.loss, a.loss, rtol=1e-5, atol=1e-5)

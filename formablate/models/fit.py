@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from formablate.config import ArmConfig, ExperimentConfig
 from formablate.errors import ConfigError, DataError
+from formablate.models.fast_train import DOC_SDPA, compact_fused_head, per_document_attention
 from formablate.models.roles import adapter_target_modules
 from formablate.models.sft_data import SFTKind
 from formablate.models.sources import LoadedModel
@@ -253,6 +254,7 @@ def fit_adapter(
             trainer.data_collator = DataCollatorForLanguageModeling(
                 pad_token_id=trainer.data_collator.pad_token_id, padding_free=True
             )
+        compact_head = padding_free and compact_fused_head(trainer.model.get_base_model())
         counter = _Counter(trainer.training_step)
         trainer.training_step = counter
         used = len(trainer.train_dataset)
@@ -265,7 +267,8 @@ def fit_adapter(
             )
         at_max = sum(1 for ids in trainer.train_dataset["input_ids"] if len(ids) >= t.max_length)
         t0 = time.perf_counter()
-        output = trainer.train()
+        with per_document_attention(trainer.model) if padding_free else nullcontext(False) as doc_attention:
+            output = trainer.train()
         wall = time.perf_counter() - t0
     model = trainer.model
     history = [
@@ -297,6 +300,8 @@ def fit_adapter(
         "precision": precision,
         "activation_checkpointing": checkpointing,
         "padding_free": padding_free,
+        "attention": DOC_SDPA if doc_attention else getattr(model.config, "_attn_implementation", None),
+        "lm_head": "supervised positions, compute dtype" if compact_head else "trl fused",
         "target_modules": targets,
         "loss_on": "assistant" if kind == "chat" else "completion",
     }
