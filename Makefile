@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.formablate-installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# `make experiment` shares the arms between pytest-xdist workers, one torch thread each (formablate/pipeline.py);
+# EXPERIMENT_WORKERS=0 runs it in one process.
+EXPERIMENT_WORKERS ?= 2
 
 .PHONY: setup bwrap test test-slow experiment dataset-gate benchmark clean-cache
 
@@ -38,7 +41,7 @@ test-slow: bwrap $(STAMP)
 	$(PY) -m pytest -m slow tests $(PYTEST_ARGS)
 
 experiment: bwrap $(STAMP)
-	$(PY) -m pytest experiments $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(EXPERIMENT_WORKERS) experiments $(PYTEST_ARGS)
 
 dataset-gate: bwrap $(STAMP)
 	$(PY) -m pytest experiments -m dataset $(PYTEST_ARGS)

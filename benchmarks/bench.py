@@ -11,16 +11,19 @@
 (b) Generation tokens per second: :func:`formablate.generate.generate` at the experiment's batch size against a
     one-prompt-at-a-time ``model.generate`` loop, same prompts and sampling settings (reply tokens, end
     token excluded). ``benchmarks/generation_throughput.py`` breaks this down further (batch sizes, merges).
-(c) Wall time of the whole default experiment (``pytest experiments`` on
+(c) Wall time of the whole default experiment (``pytest -n 2 experiments``, what ``make experiment`` runs, on
     ``experiments/configs/format_ablation_cpu.yaml``) cold, into an empty cache (first model conversion
     included), and warm, rerun on the cache it filled: the whole ``pytest experiments``, the hypothesis
-    tests alone, and ``-k H4``. The runs write into a temporary cache and report directory, so neither
+    tests alone, ``-k H4``, and ``-n 2`` as ``make experiment`` runs it. The runs write into a temporary cache and report directory, so neither
     the repository's cache nor its committed report is touched; ``--in-place`` instead runs exactly what
     ``make experiment`` runs, into the repository's own (empty) cache, and leaves its report in
     ``reports/`` (how the committed report and figures were made, from a fresh clone).
 
 (d) Dose-response (``benchmarks/dose_response.py``): adapters after 8 / 32 / 75 steps of batch 4 for
-    ``bad_format_control`` and ``structured_terse``: reply length, slop rate and KL vs the base.
+    ``bad_format_control`` and ``structured_terse``: reply length, slop rate and KL vs the base
+    (``--dose-learning-rate``; ``--dose-from FILE`` includes an earlier result, marked as not measured in
+    this run, instead of spending 20-30 min on it). The cold run's pre-registered negative-control verdict
+    (H0) is recomputed from its results file into the summary.
 
 A top-level ``summary`` holds the headline ratios (``train_fraction_of_limit``, ``train_vs_trl``,
 ``generate_vs_loop``, ``cold_seconds``, ``warm_seconds``) and the load they were measured under. The
@@ -278,12 +281,25 @@ def bench_generate(n_prompts: int) -> list[dict]:
     generate(base.model, base.tokenizer, prompts[:2], ecfg.model_copy(update={"max_new_tokens": 4}),
              model_name="warmup", progress=False)  # first-call allocations outside the timings
     plain = plain_loop(base.model, base.tokenizer, prompts, ecfg)
-    harness, _ = harness_run(f"harness generate, batch {ecfg.batch_size}", base.model, base.tokenizer, prompts,
-                             ecfg, repeat=1)
+    import formablate.generate as gen_mod
+
+    engine = gen_mod.GENERATE_ENGINE
+    gen_mod.GENERATE_ENGINE = "hf"  # the batched `model.generate` path the harness used before issue 16
+    try:
+        today, today_records = harness_run(f"harness before issue 16 (model.generate), batch {ecfg.batch_size}",
+                                           base.model, base.tokenizer, prompts, ecfg, repeat=1)
+    finally:
+        gen_mod.GENERATE_ENGINE = engine
+    harness, records = harness_run(f"harness generate ({engine}), batch {ecfg.batch_size}", base.model,
+                                   base.tokenizer, prompts, ecfg, repeat=1)
+    today["ratio"] = round(today["tok_s"] / plain["tok_s"], 2)
     harness["ratio"] = round(harness["tok_s"] / plain["tok_s"], 2)
+    harness["vs_today"] = round(harness["tok_s"] / today["tok_s"], 2)
+    before = {r["prompt_id"]: r["output"] for r in today_records}
+    harness["replies_identical_to_before"] = f"{sum(before[r['prompt_id']] == r['output'] for r in records)}/{len(records)}"
     settings = {"prompts": len(prompts), "max_new_tokens": ecfg.max_new_tokens, "temperature": ecfg.temperature,
                 "top_p": ecfg.top_p, "dtype": str(base.dtype).removeprefix("torch.")}
-    return [{**plain, "settings": settings}, {**harness, "settings": settings}]
+    return [{**plain, "settings": settings}, {**today, "settings": settings}, {**harness, "settings": settings}]
 
 
 # -- (c) the default experiment, cold and warm --------------------------------------------------------------
@@ -327,7 +343,7 @@ def _repo_cache_must_be_empty() -> Path:
     return cache
 
 
-def bench_experiment(work: Path, cache: Path | None, echo: bool, in_place: bool = False) -> list[dict]:
+def bench_experiment(work: Path, cache: Path | None, echo: bool, in_place: bool = False, workers: int = 2) -> list[dict]:
     """Cold then warm runs into a scratch cache and report directory; ``cache``: warm runs only, on it.
 
     ``in_place``: exactly what ``make experiment`` runs (the default config, the repository's cache and
@@ -342,8 +358,9 @@ def bench_experiment(work: Path, cache: Path | None, echo: bool, in_place: bool 
         cache = cache or (work / "cache")
         config = _experiment_config(work, cache)
     rows = []
-    if cold:
-        rows.append(_pytest("cold: empty cache", ["experiments"], config, cache, work / "cold.log", echo))
+    if cold:  # what `make experiment` runs (Makefile: EXPERIMENT_WORKERS)
+        rows.append(_pytest("cold: empty cache", ["-n", str(workers), "experiments"], config, cache, work / "cold.log",
+                            echo))
     # the warm runs report elsewhere: the cold run's report (with --in-place, the repository's) stays as it was
     scratch = ["--report-dir", str(work / "warm-report")]
     rows.append(_pytest("warm: pytest experiments", ["experiments", *scratch], config, cache, work / "warm.log",
@@ -352,10 +369,25 @@ def bench_experiment(work: Path, cache: Path | None, echo: bool, in_place: bool 
     rows.append(_pytest("warm: hypothesis tests only", [*hyp, *scratch], config, cache, work / "warm-h.log", False))
     rows.append(_pytest("warm: pytest experiments -k H4", ["experiments", "-k", "H4", *scratch], config, cache,
                         work / "warm-h4.log", False))
+    rows.append(_pytest(f"warm: pytest -n {workers} experiments (make experiment)",
+                        ["-n", str(workers), "experiments", *scratch], config, cache, work / "warm-n.log", False))
     if cold:
         for r in rows[1:]:
             r["cold_over_warm"] = round(rows[0]["seconds"] / r["seconds"], 1)
+        cfg = load_experiment(REPO / DEFAULT_EXPERIMENT)
+        reports = cfg.path(cfg.reports_dir) if in_place else work / "reports"
+        rows[0]["negative_control"] = negative_control(reports / cfg.name / "results.json")
     return rows
+
+
+def negative_control(results: Path) -> dict:
+    """The pre-registered negative-control verdict (H0) of the cold run, recomputed from its results file."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "formablate"), "verdicts", "--results", str(results), "--json",
+                           "--only", "H0"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    h0 = json.loads(proc.stdout)["H0"]
+    return {k: h0.get(k) for k in ("verdict", "estimate", "interval", "p_value", "p_adjusted", "n", "scope")}
 
 
 # -- report ---------------------------------------------------------------------------------------------------
@@ -386,9 +418,11 @@ def summary_object(result: dict) -> dict:
                                             if "fraction_of_limit_cpu" in r), default=None),
         "train_vs_trl_cpu": min((r["cpu_ratio"] for r in harness if "cpu_ratio" in r), default=None),
         "train_vs_trl": min(r["ratio"] for r in harness) if harness else None,
-        "generate_vs_loop": next((r["ratio"] for r in gen if "ratio" in r), None),
+        "generate_vs_loop": gen[-1]["ratio"] if gen and "ratio" in gen[-1] else None,
+        "generate_replies_identical_to_before": gen[-1].get("replies_identical_to_before") if gen else None,
         "generate_vs_today": next((r["vs_today"] for r in gen if "vs_today" in r), None),
         "cold_seconds": cold,
+        "negative_control": next((r.get("negative_control") for r in exp if r["run"].startswith("cold")), None),
         "warm_seconds": warm,
         "matmul_peak_gflops": max((p["gflops"] for p in result.get("matmul_peak", [])), default=None),
         "load_average_start_end": [result.get("load_average_at_start"), result.get("load_average_at_end")],
@@ -409,8 +443,12 @@ def summary(result: dict) -> str:
         lines.append(f"{'    after the first step':46} {plain['steady_tok_s']:>22} {harness['steady_tok_s']:>22} "
                      f"{harness['steady_ratio']:>6}x")
     if gen := result.get("generate"):
-        lines.append(f"{'(b) generation tok/s, batch vs one at a time':46} {gen[0]['tok_s']:>22} "
-                     f"{gen[1]['tok_s']:>22} {gen[1]['ratio']:>6}x")
+        for row in gen[1:]:
+            lines.append(f"{'(b) generation tok/s vs one at a time':46} {gen[0]['tok_s']:>22} "
+                         f"{row['tok_s']:>22} {row['ratio']:>6}x   {row['run']}")
+        if "vs_today" in gen[-1]:
+            lines.append(f"{'    vs the harness before issue 16':46} {gen[1]['tok_s']:>22} {gen[-1]['tok_s']:>22} "
+                         f"{gen[-1]['vs_today']:>6}x   replies identical: {gen[-1]['replies_identical_to_before']}")
     exp = result.get("experiment", [])
     cold = next((r for r in exp if r["run"].startswith("cold")), None)
     if cold:
@@ -438,12 +476,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="before each timed run wait up to this many seconds for other processes to go idle")
     ap.add_argument("--in-place", action="store_true",
                     help="(c) exactly `make experiment`: the repository's own (empty) cache and report directory")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="(c) pytest-xdist workers of the cold run (what `make experiment` uses: EXPERIMENT_WORKERS)")
     ap.add_argument("--echo", action="store_true", help="stream the cold experiment's output (progress bars)")
     ap.add_argument("--skip-experiment", action="store_true",
                     help="leave out (c), the cold and warm default study (the lead runs it separately)")
     ap.add_argument("--dose-steps", default="8,32,75", help="(d) step counts of the dose-response table")
     ap.add_argument("--dose-arms", default="bad_format_control,structured_terse", help="(d) arms")
     ap.add_argument("--dose-prompts", type=int, default=32, help="(d) eval prompts per model")
+    ap.add_argument("--dose-learning-rate", type=float, default=None,
+                    help="(d) constant learning rate of the dose runs (default: the config's)")
+    ap.add_argument("--dose-from", default=None,
+                    help="(d) instead of measuring it in this run (20-30 min on 2 cores), include this earlier "
+                         "dose_response.py result file, marked as measured separately")
     ap.add_argument("--out", default=None, help="also write every figure as JSON here")
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -482,14 +527,21 @@ def main(argv: list[str] | None = None) -> int:
         print("(c) the default experiment, cold and warm", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-experiment-") as work:
             result["experiment"] = bench_experiment(Path(work), Path(args.cache).resolve() if args.cache else None,
-                                                    args.echo, in_place=args.in_place)
+                                                    args.echo, in_place=args.in_place, workers=args.workers)
     if "dose" in only:
         print("(d) dose-response: steps x arm -> reply length, slop, KL vs base", file=sys.stderr, flush=True)
         from dose_response import run as dose_run
         from dose_response import table as dose_table
 
-        result["dose_response"] = dose_run([a.strip() for a in args.dose_arms.split(",")],
-                                           sorted(int(x) for x in args.dose_steps.split(",")), args.dose_prompts)
+        if args.dose_from:
+            result["dose_response"] = json.loads(Path(args.dose_from).read_text(encoding="utf-8"))
+            result["dose_response"]["measured_in_this_run"] = False
+            result["dose_response"]["source"] = args.dose_from
+        else:
+            result["dose_response"] = dose_run([a.strip() for a in args.dose_arms.split(",")],
+                                               sorted(int(x) for x in args.dose_steps.split(",")), args.dose_prompts,
+                                               learning_rate=args.dose_learning_rate)
+            result["dose_response"]["measured_in_this_run"] = True
         result["dose_response"]["table"] = dose_table(result["dose_response"])
     result["load_average_at_end"] = round(os.getloadavg()[0], 2)
     result["summary"] = summary_object(result)

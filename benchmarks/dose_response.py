@@ -91,7 +91,7 @@ def _replies(model, tokenizer, prompts, ecfg, name: str) -> dict:
 
 
 def run(arms: list[str], steps: list[int], n_prompts: int, batch_size: int = 4, seed: int = 42,
-        partial: Path | None = None) -> dict:
+        partial: Path | None = None, learning_rate: float | None = None) -> dict:
     """Train each arm to max(steps), score each saved step; ``partial``: rewritten after every row."""
     from peft import PeftModel
 
@@ -106,7 +106,10 @@ def run(arms: list[str], steps: list[int], n_prompts: int, batch_size: int = 4, 
     with tempfile.TemporaryDirectory(prefix="dose-") as tmp:
         for arm_name in arms:
             arm = cfg.arm(arm_name)
-            train = cfg.train.model_copy(update={"max_steps": max(steps), "batch_size": batch_size, "grad_accum": 1})
+            update = {"max_steps": max(steps), "batch_size": batch_size, "grad_accum": 1}
+            if learning_rate is not None:
+                update["learning_rate"] = learning_rate
+            train = cfg.train.model_copy(update=update)
             run_cfg = cfg.model_copy(update={"train": train})
             dataset, kind = load_sft_dataset(cfg.path(arm.dataset))
             saver = _saver(set(steps), Path(tmp) / arm_name)
@@ -122,7 +125,7 @@ def run(arms: list[str], steps: list[int], n_prompts: int, batch_size: int = 4, 
                 kl = kl_from_base(model, None, fresh.tokenizer, prompts, ecfg, progress=False)
                 diffs = [r["tokens"] - base_tokens[r["prompt_id"]] for r in out["records"]]
                 rows.append({
-                    "arm": arm_name, "steps": n, "batch_size": batch_size, "sequences": n * batch_size,
+                    "arm": arm_name, "steps": n, "learning_rate": train.learning_rate, "batch_size": batch_size, "sequences": n * batch_size,
                     "epochs": round(n * batch_size / metrics["examples_used"], 3),
                     "train_loss_first_last": [losses[0], losses[n - 1]],
                     "mean_train_loss_last_8": round(statistics.mean(losses[max(0, n - 8):n]), 4),
@@ -146,19 +149,26 @@ def run(arms: list[str], steps: list[int], n_prompts: int, batch_size: int = 4, 
                      "kl_samples": ecfg.kl_samples, "kl_max_new_tokens": ecfg.kl_max_new_tokens},
         "base": {k: v for k, v in base_out.items() if k != "records"},
         "rows": rows,
+        "default_learning_rate": cfg.train.learning_rate,
         "torch_threads": torch.get_num_threads(),
     }
 
 
 def table(result: dict) -> str:
-    """The Markdown table the README shows."""
+    """The Markdown table the README shows (rows without a recorded learning rate ran at the config's)."""
     b = result["base"]
-    lines = ["| arm | steps | epochs | reply tokens (vs base) | slop /1k words | KL/token [95% CI] | train s (load) |",
-             "|---|---|---|---|---|---|---|",
-             f"| base | 0 | 0 | {b['mean_tokens']} | {b['slop_per_1k_words']} | 0 | - |"]
+    n = len(result["prompts"])
+    default_lr = result.get("default_learning_rate")
+    lines = ["| arm | lr | steps | epochs | reply tokens (vs base) | replies with slop | slop /1k words "
+             "| KL/token [95% CI] | train s (load) |",
+             "|---|---|---|---|---|---|---|---|---|",
+             f"| base | - | 0 | 0 | {b['mean_tokens']} | {round(b['slop_reply_share'] * n)}/{n} "
+             f"| {b['slop_per_1k_words']} | 0 | - |"]
     for r in result["rows"]:
-        lines.append(f"| {r['arm']} | {r['steps']} | {r['epochs']} | {r['mean_tokens']} "
-                     f"({r['length_diff_vs_base_mean']:+}) | {r['slop_per_1k_words']} | {r['kl_per_token']} "
+        lr = r.get("learning_rate", default_lr)
+        lines.append(f"| {r['arm']} | {lr:g} | {r['steps']} | {r['epochs']} | {r['mean_tokens']} "
+                     f"({r['length_diff_vs_base_mean']:+}) | {round(r['slop_reply_share'] * n)}/{n} "
+                     f"| {r['slop_per_1k_words']} | {r['kl_per_token']} "
                      f"[{r['kl_ci'][0]}, {r['kl_ci'][1]}] | {r['train']['train_seconds']} ({r['train']['load']}) |")
     return "\n".join(lines)
 
@@ -168,10 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arms", default="bad_format_control,structured_terse")
     ap.add_argument("--steps", default="8,32,75")
     ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--learning-rate", type=float, default=None,
+                    help="constant learning rate (default: the config's)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     result = run([a.strip() for a in args.arms.split(",")], sorted(int(s) for s in args.steps.split(",")),
-                 args.prompts, partial=Path(args.out + ".partial") if args.out else None)
+                 args.prompts, partial=Path(args.out + ".partial") if args.out else None,
+                 learning_rate=args.learning_rate)
     result["load_average_at_end"] = _load()
     print(table(result))
     if args.out:
