@@ -22,28 +22,33 @@ def _head(src: Path, dst: Path, n: int) -> None:
     dst.write_text("\n".join(src.read_text(encoding="utf-8").splitlines()[:n]) + "\n", encoding="utf-8")
 
 
-def test_pytest_experiments_k_h3_trains_judges_and_reports(tmp_path):
+def _tiny_study(tmp_path: Path, name: str, arms: tuple[str, ...]) -> Path:
+    """A tiny-model experiment config over the first 6 pilot records of each arm's format; returns its path."""
     (tmp_path / "pyproject.toml").write_text("")
     sft = REPO / "data" / "sft" / "phase9_pilot_300"
-    for fmt in ("multi_turn_concise", "multi_turn_verbose", "alpaca_flat"):
+    for fmt in arms:
         _head(sft / f"{fmt}.jsonl", tmp_path / "data/sft/pilot" / f"{fmt}.jsonl", 6)
     (tmp_path / "data/eval").mkdir(parents=True)
     (tmp_path / "data/eval/e.jsonl").write_text((REPO / "data/eval/phase9_eval_153.jsonl").read_text())
     cfg = {
-        "name": "tiny_e2e",
+        "name": name,
         "model": {"source": "tiny:llama", "dtype": "float32"},
-        "arms": [{"name": f, "dataset": f"data/sft/pilot/{f}.jsonl", "format": f, "adapter": "quality"}
-                 for f in ("multi_turn_concise", "multi_turn_verbose", "alpaca_flat")],
+        "arms": [{"name": f, "dataset": f"data/sft/pilot/{f}.jsonl", "format": f, "adapter": "quality"} for f in arms],
         "train": {"max_steps": 2, "batch_size": 2, "grad_accum": 1, "max_length": 256, "precision": "fp32"},
         "eval": {"prompts": "data/eval/e.jsonl", "limit": 1, "max_new_tokens": 6, "batch_size": 4,
                  "kl_samples": 1, "kl_max_new_tokens": 4},
         "stats": {"bootstrap_resamples": 200, "permutations": 200},
     }
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp_path / "exp.yaml"
+
+
+def test_pytest_experiments_k_h3_trains_judges_and_reports(tmp_path):
+    config = _tiny_study(tmp_path, "tiny_e2e", ("multi_turn_concise", "multi_turn_verbose", "alpaca_flat"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(REPO / "experiments"), "-k", "H3", "-p", "no:cacheprovider",
-         "--experiment", str(tmp_path / "exp.yaml"), "-q", "-rs"],
+         "--experiment", str(config), "-q", "-rs"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     out = proc.stdout + proc.stderr
@@ -65,27 +70,12 @@ def test_pytest_experiments_k_h3_trains_judges_and_reports(tmp_path):
 
 def test_pytest_n2_experiments_shares_the_arms_and_writes_one_whole_report(tmp_path):
     """`pytest -n 2 experiments` (what `make experiment` runs): two workers, every arm once, one full report."""
-    (tmp_path / "pyproject.toml").write_text("")
-    sft = REPO / "data" / "sft" / "phase9_pilot_300"
     arms = ("multi_turn_concise", "multi_turn_verbose", "alpaca_flat", "structured_terse")
-    for fmt in arms:
-        _head(sft / f"{fmt}.jsonl", tmp_path / "data/sft/pilot" / f"{fmt}.jsonl", 6)
-    (tmp_path / "data/eval").mkdir(parents=True)
-    (tmp_path / "data/eval/e.jsonl").write_text((REPO / "data/eval/phase9_eval_153.jsonl").read_text())
-    cfg = {
-        "name": "tiny_n2",
-        "model": {"source": "tiny:llama", "dtype": "float32"},
-        "arms": [{"name": f, "dataset": f"data/sft/pilot/{f}.jsonl", "format": f, "adapter": "quality"} for f in arms],
-        "train": {"max_steps": 2, "batch_size": 2, "grad_accum": 1, "max_length": 256, "precision": "fp32"},
-        "eval": {"prompts": "data/eval/e.jsonl", "limit": 1, "max_new_tokens": 6, "batch_size": 4,
-                 "kl_samples": 1, "kl_max_new_tokens": 4},
-        "stats": {"bootstrap_resamples": 200, "permutations": 200},
-    }
-    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    config = _tiny_study(tmp_path, "tiny_n2", arms)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "2", str(REPO / "experiments"), "-p", "no:cacheprovider",
-         "--experiment", str(tmp_path / "exp.yaml"), "-q", "-rs"],
+         "--experiment", str(config), "-q", "-rs"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     out = proc.stdout + proc.stderr
